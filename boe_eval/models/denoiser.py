@@ -1,0 +1,143 @@
+"""The denoiser contract (DESIGN.md "Denoiser"): everything model-specific lives behind this class.
+
+`logits(...)[:, i]` predicts token i of the canvas, for every supported architecture.
+Samplers and the decoding loop never touch the underlying `transformers` model directly; they call
+it through `boe_eval.decoding.meter.MeteredDenoiser`, which counts every invocation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+class Denoiser:
+    """A masked-diffusion denoiser D_theta(x_t, t) -> per-position token logits (paper eq. 5).
+
+    The default implementation wraps any `AutoModelForMaskedLM`-style module whose forward accepts
+    `input_ids` or `inputs_embeds` plus a 2-D `attention_mask` and returns `.logits` aligned with the
+    input. Architecture-specific subclasses (LLaDA, Dream, MDLM) override `_forward`.
+    """
+
+    #: registry name of the architecture family (recorded in result rows)
+    family: str = "masked_lm"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer,
+        *,
+        mask_id: int,
+        suppress_ids: Sequence[int] = (),
+        forbidden_ids: Sequence[int] = (),
+        honours_padding_mask: bool = True,
+        time_conditioned: bool = False,
+        name: str = "",
+    ) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.mask_id = int(mask_id)
+        #: tokens that may be predicted but get -inf confidence (LLaDA's EOS/EoT, REFERENCES.md 1.4)
+        self.suppress_ids = tuple(int(i) for i in suppress_ids)
+        #: tokens that may never be written (the mask token itself, padding)
+        self.forbidden_ids = tuple(sorted({int(i) for i in forbidden_ids} | {self.mask_id}))
+        #: False for models whose forward ignores `attention_mask` (LLaDA's remote code); the loop
+        #: then batches only prompts of equal length so results never depend on batch composition.
+        self.honours_padding_mask = honours_padding_mask
+        #: True for MDLM-style denoisers that take the diffusion time as input.
+        self.time_conditioned = time_conditioned
+        self.name = name or getattr(model.config, "_name_or_path", "") or type(model).__name__
+
+    # ----------------------------------------------------------------------------- properties
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def input_embeddings(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
+    @property
+    def embedding_matrix(self) -> Tensor:
+        """E in R^{|V| x d} (paper eq. 10)."""
+        return self.input_embeddings.weight
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.embedding_matrix.shape[0])
+
+    @property
+    def eos_id(self) -> int | None:
+        return getattr(self.tokenizer, "eos_token_id", None)
+
+    @property
+    def pad_id(self) -> int:
+        pad = getattr(self.tokenizer, "pad_token_id", None)
+        if pad is None:
+            pad = self.eos_id if self.eos_id is not None else self.mask_id
+        return int(pad)
+
+    # ----------------------------------------------------------------------------- contract
+    def embed(self, input_ids: Tensor) -> Tensor:
+        """Input embeddings [B, L, d] for token ids (what `inputs_embeds` expects)."""
+        return self.input_embeddings(input_ids)
+
+    def logits(
+        self,
+        input_ids: Tensor | None = None,
+        *,
+        inputs_embeds: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        timestep: Tensor | None = None,
+    ) -> Tensor:
+        """Logits [B, L, V] with `logits[:, i]` predicting token i.
+
+        `timestep` (diffusion time in [0, 1], one per row) is used by time-conditioned denoisers and
+        ignored by time-independent ones such as LLaDA.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        return self._forward(input_ids, inputs_embeds, attention_mask, timestep)
+
+    def _forward(
+        self,
+        input_ids: Tensor | None,
+        inputs_embeds: Tensor | None,
+        attention_mask: Tensor | None,
+        timestep: Tensor | None,
+    ) -> Tensor:
+        out = self.model(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask)
+        return out.logits
+
+    @contextlib.contextmanager
+    def active_queries(self, active: Tensor | None) -> Iterator[None]:
+        """ActiveQueryAttention (paper eq. 30): inside the context, gradients flow only through the
+        attention outputs of the rows marked in `active` [B, L]. `None` leaves the model unchanged.
+
+        Architectures register their implementation in `boe_eval.models.aqa`.
+        """
+        if active is None:
+            yield
+            return
+        from boe_eval.models import aqa  # imported lazily: optional machinery
+
+        with aqa.active_query_attention(self, active):
+            yield
+
+    def describe(self) -> dict:
+        """Facts recorded in every result row."""
+        return {
+            "model": self.name,
+            "model_family": self.family,
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "device": str(self.device),
+            "vocab_size": self.vocab_size,
+            "mask_id": self.mask_id,
+        }

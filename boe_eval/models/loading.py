@@ -1,0 +1,78 @@
+"""Load a denoiser from a local directory (`from_pretrained`; never the network).
+
+`load_denoiser(path)` inspects `config.json` and picks the wrapper: LLaDA and Dream (remote code,
+`trust_remote_code=True`), MDLM, or any `AutoModelForMaskedLM` (BERT, ModernBERT, the built-in
+models). Architecture wrappers register themselves in `LOADERS` keyed by `config.model_type`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from boe_eval.decoding.schedule import ConfigError
+from boe_eval.models.denoiser import Denoiser
+
+#: model_type (lower case) -> loader(path, dtype, device) -> Denoiser
+LOADERS: dict[str, Callable[..., Denoiser]] = {}
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype={dtype!r} is unknown: choose one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def read_config(path: str | Path) -> dict:
+    """The model directory's config.json, with a one-line error when it is missing or corrupt."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ConfigError(f"model path {str(path)!r} is not a directory: give a local model directory")
+    cfg = path / "config.json"
+    if not cfg.is_file():
+        raise ConfigError(f"model path {str(path)!r} has no config.json: not a Hugging Face model directory")
+    try:
+        return json.loads(cfg.read_text())
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{cfg} is not valid JSON ({err.msg} at line {err.lineno})") from None
+
+
+def load_masked_lm(path: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu") -> Denoiser:
+    """Any `AutoModelForMaskedLM` with a tokenizer that defines a mask token."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    if tokenizer.mask_token_id is None:
+        raise ConfigError(f"model at {str(path)!r} has a tokenizer without a mask token: not a masked LM")
+    model = AutoModelForMaskedLM.from_pretrained(str(path), dtype=dtype).to(device)
+    forbidden = [i for i in (tokenizer.pad_token_id, tokenizer.cls_token_id, tokenizer.unk_token_id) if i is not None]
+    return Denoiser(
+        model,
+        tokenizer,
+        mask_id=tokenizer.mask_token_id,
+        forbidden_ids=forbidden,
+        honours_padding_mask=True,
+        name=str(path),
+    )
+
+
+def load_denoiser(path: str | Path, dtype: str | torch.dtype = "float32", device: str = "cpu") -> Denoiser:
+    """Load the denoiser stored in the local directory `path`."""
+    config = read_config(path)
+    dtype = resolve_dtype(dtype)
+    model_type = str(config.get("model_type", "")).lower()
+    loader = LOADERS.get(model_type, load_masked_lm)
+    try:
+        return loader(path, dtype=dtype, device=device)
+    except (OSError, ValueError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"could not load the model in {str(path)!r}: {first}") from err
