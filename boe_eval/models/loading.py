@@ -30,9 +30,26 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     return DTYPES[dtype]
 
 
+#: built-in checkpoints shipped with the package: `builtin:<name>` -> boe_eval/tiny/checkpoints/<name>
+BUILTIN_DIR = Path(__file__).resolve().parent.parent / "tiny" / "checkpoints"
+
+
+def resolve_model_path(path: str | Path) -> Path:
+    """`builtin:<name>` names a checkpoint shipped with boe-eval; anything else is a local directory."""
+    text = str(path)
+    if text.startswith("builtin:"):
+        name = text.split(":", 1)[1]
+        target = BUILTIN_DIR / name
+        if not target.is_dir():
+            available = sorted(p.name for p in BUILTIN_DIR.glob("*") if (p / "config.json").is_file())
+            raise ConfigError(f"built-in model {name!r} does not exist: choose one of {', '.join(available) or 'none'}")
+        return target
+    return Path(text).expanduser()
+
+
 def read_config(path: str | Path) -> dict:
     """The model directory's config.json, with a one-line error when it is missing or corrupt."""
-    path = Path(path)
+    path = resolve_model_path(path)
     if not path.is_dir():
         raise ConfigError(f"model path {str(path)!r} is not a directory: give a local model directory")
     cfg = path / "config.json"
@@ -65,6 +82,7 @@ def load_masked_lm(path: str | Path, dtype: torch.dtype = torch.float32, device:
 
 def load_denoiser(path: str | Path, dtype: str | torch.dtype = "float32", device: str = "cpu") -> Denoiser:
     """Load the denoiser stored in the local directory `path`."""
+    path = resolve_model_path(path)
     config = read_config(path)
     dtype = resolve_dtype(dtype)
     model_type = str(config.get("model_type", "")).lower()
