@@ -89,6 +89,19 @@ def cut_at_stop(text: str, until: Sequence[str]) -> str:
     return text[:cut]
 
 
+def generation_text(
+    denoiser: Denoiser, tokens: Sequence[int], stop_on_eos: bool = True, max_tokens: int | None = None
+) -> str:
+    """Decode a generation region: the tokens before the first still-masked slot (and before the
+    first EOS), at most `max_tokens` of them, special tokens skipped."""
+    kept: list[int] = []
+    for token in tokens[:max_tokens]:
+        if token == denoiser.mask_id or (stop_on_eos and token == denoiser.eos_id):
+            break
+        kept.append(token)
+    return denoiser.tokenizer.decode(kept, skip_special_tokens=True)
+
+
 @dataclass
 class _Canvas:
     x: Tensor
@@ -314,17 +327,13 @@ def generate(
         start = int(canvas.gen_start[i])
         gen = canvas.x[i, start : start + config.gen_length].tolist()
         masked = canvas.is_masked[i, start : start + config.gen_length].tolist()
-        prefix: list[int] = []
-        for token, is_mask in zip(gen, masked):
-            if is_mask or (config.stop_on_eos and token == denoiser.eos_id):
-                break
-            prefix.append(token)
-        raw = denoiser.tokenizer.decode(prefix, skip_special_tokens=True)
+        gen_shown = [denoiser.mask_id if m else t for t, m in zip(gen, masked)]
+        raw = generation_text(denoiser, gen_shown, stop_on_eos=config.stop_on_eos)
         results.append(
             SequenceResult(
                 text=cut_at_stop(raw, config.until),
                 raw_text=raw,
-                tokens=gen,
+                tokens=gen_shown,
                 prompt_length=start,
                 stopped_early=bool(stopped[i]),
                 nfe_to_stop=watcher.nfe_at_stop[i],
@@ -374,4 +383,4 @@ def generate_batched(
     return results  # type: ignore[return-value]
 
 
-__all__ = ["DecodeConfig", "SequenceResult", "cut_at_stop", "generate", "generate_batched"]
+__all__ = ["DecodeConfig", "SequenceResult", "cut_at_stop", "generate", "generate_batched", "generation_text"]

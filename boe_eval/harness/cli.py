@@ -1,0 +1,164 @@
+"""`boe-eval`: the Hydra entry point. Composes model + sampler + task, validates everything before
+loading a model, evaluates each sampler through lm-eval, writes tidy rows, prints a table and a plot.
+
+    boe-eval                                  # default job: built-in model, greedy samplers compared
+    boe-eval sampler=entropy task=countdown   # one sampler
+    boe-eval -m sampler=confidence,margin     # Hydra multirun
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from boe_eval.decoding.loop import DecodeConfig  # noqa: E402
+from boe_eval.decoding.schedule import ConfigError  # noqa: E402
+from boe_eval.harness.provenance import REPO_ROOT  # noqa: E402
+
+CONFIG_DIR = Path(os.environ.get("BOE_EVAL_CONFIGS", REPO_ROOT / "configs"))
+log = logging.getLogger("boe_eval")
+
+
+def _positive_int_or_none(name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{name}={value!r} is invalid: it must be a positive integer (or null for all)")
+    return value
+
+
+def _required(cfg: DictConfig, key: str, group: str) -> Any:
+    value = OmegaConf.select(cfg, key, default=None)
+    if value is None:
+        raise ConfigError(f"{key} is missing: the {group} config must set it")
+    return value
+
+
+def build_specs(cfg: DictConfig) -> list[tuple[Any, Any]]:
+    """Validate the composed config and return [(CellSpec, Sampler)] without loading any model."""
+    from boe_eval.harness.evaluate import CellSpec, check_task
+    from boe_eval.models.loading import read_config
+    from boe_eval.samplers.base import build_sampler
+
+    limit = _positive_int_or_none("limit", cfg.limit)
+    batch_size = _positive_int_or_none("batch_size", cfg.batch_size)
+    if batch_size is None:
+        raise ConfigError("batch_size=null is invalid: it must be a positive integer")
+    gen_length, steps = cfg.gen_length, cfg.steps
+    block_length = cfg.block_length if cfg.block_length is not None else gen_length
+    DecodeConfig(gen_length=gen_length, steps=steps, block_length=block_length, temperature=cfg.temperature).validate()
+    model_path = str(_required(cfg, "model.path", "model"))
+    read_config(model_path)  # missing or corrupt model directory: one-line error before loading
+    task_name = str(_required(cfg, "task.name", "task"))
+    lm_task = str(_required(cfg, "task.lm_eval_task", "task"))
+    include = tuple(str(p) for p in (OmegaConf.select(cfg, "task.include_paths", default=None) or []))
+    check_task(lm_task, include)
+    members = OmegaConf.select(cfg, "sampler.members", default=None)
+    raw_params = OmegaConf.select(cfg, "sampler.params", default=None)
+    params = OmegaConf.to_container(raw_params, resolve=True) if raw_params is not None else {}
+    if members and params:
+        raise ConfigError(
+            f"sampler.params={params} cannot be used with the comparison config {cfg.sampler.get('name')!r}: "
+            "choose one sampler (e.g. sampler=confidence) to set its parameters"
+        )
+    entries = [(str(m), {}) for m in members] if members else [(str(_required(cfg, "sampler.name", "sampler")), params)]
+    specs = []
+    for name, sampler_params in entries:
+        sampler = build_sampler(name, **sampler_params)
+        spec = CellSpec(
+            model_name=str(cfg.model.get("name") or model_path),
+            model_path=model_path,
+            sampler=name,
+            sampler_params=sampler.params(),
+            task=task_name,
+            lm_eval_task=lm_task,
+            primary_metric=str(_required(cfg, "task.primary_metric", "task")),
+            gen_length=int(gen_length),
+            steps=int(steps),
+            block_length=int(block_length),
+            temperature=float(cfg.temperature),
+            seed=int(cfg.seed),
+            limit=limit,
+            batch_size=batch_size,
+            early_stop=bool(cfg.early_stop),
+            record_trajectory=bool(cfg.record_trajectory),
+            dtype=str(cfg.model.get("dtype", "float32")),
+            device=str(cfg.model.get("device", "cpu")),
+            include_paths=list(include),
+            confirm_run_unsafe_code=bool(cfg.get("confirm_run_unsafe_code", True)),
+        )
+        specs.append((spec, sampler))
+    return specs
+
+
+def run_job(cfg: DictConfig) -> Path:
+    """Evaluate every sampler of the job; returns the results directory."""
+    import torch
+
+    from boe_eval.analysis.tables import format_summary_table
+    from boe_eval.harness.evaluate import evaluate_cell
+    from boe_eval.harness.results import cell_id, cell_path, is_complete, read_rows, write_cell
+    from boe_eval.models.loading import load_denoiser
+
+    threads = cfg.get("threads")
+    if threads:
+        torch.set_num_threads(int(threads))
+    specs = build_specs(cfg)
+    results_dir = Path(cfg.output_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    denoiser = None
+    summaries = []
+    for spec, sampler in specs:
+        cid = cell_id(spec.identity())
+        if is_complete(results_dir, cid):
+            print(f"[boe-eval] {spec.sampler}: already complete ({cell_path(results_dir, cid)}), skipped")
+        else:
+            if denoiser is None:
+                denoiser = load_denoiser(spec.model_path, dtype=spec.dtype, device=spec.device)
+            rows = evaluate_cell(spec, denoiser, sampler, progress=bool(cfg.get("progress", True)))
+            for row in rows:
+                row["cell_id"] = cid
+            write_cell(results_dir, cid, rows)
+        with cell_path(results_dir, cid).open() as fh:
+            summaries.extend(r for r in map(json.loads, fh) if r["row_type"] == "summary")
+    table = format_summary_table(summaries)
+    print()
+    print(f"model={specs[0][0].model_name} task={specs[0][0].task} metric={specs[0][0].primary_metric} "
+          f"gen_length={specs[0][0].gen_length} steps={specs[0][0].steps} block_length={specs[0][0].block_length}")
+    print(table)
+    (results_dir / "summary.md").write_text(table + "\n")
+    if cfg.get("plot", True) and len(summaries) > 0:
+        from boe_eval.analysis.plots import plot_score_vs_compute
+
+        plot_path = plot_score_vs_compute(summaries, results_dir / "score_vs_nfe.png")
+        print(f"[boe-eval] plot: {plot_path}")
+    print(f"[boe-eval] results: {results_dir} ({len(read_rows(results_dir))} rows in {results_dir / 'rows'})")
+    return results_dir
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
+def _hydra_entry(cfg: DictConfig) -> None:
+    try:
+        run_job(cfg)
+    except ConfigError as err:
+        print(f"boe-eval: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main() -> None:
+    _hydra_entry()
+
+
+if __name__ == "__main__":
+    main()

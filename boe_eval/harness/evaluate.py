@@ -1,0 +1,231 @@
+"""Evaluate one cell (model x sampler x task x decoding settings x seed) through lm-eval and turn
+its per-example samples plus the meter's per-request compute into tidy rows."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from boe_eval.decoding.schedule import ConfigError
+from boe_eval.harness.lm_adapter import BoeLM
+from boe_eval.harness.provenance import REPO_ROOT, runtime_facts
+from boe_eval.harness.results import wilson_interval
+from boe_eval.models.denoiser import Denoiser
+from boe_eval.samplers.base import Sampler
+
+TASKS_DIR = REPO_ROOT / "tasks"
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CellSpec:
+    """Everything that defines one evaluation run."""
+
+    model_name: str
+    model_path: str
+    sampler: str
+    sampler_params: dict[str, Any]
+    task: str
+    lm_eval_task: str
+    primary_metric: str
+    gen_length: int
+    steps: int
+    block_length: int
+    temperature: float = 0.0
+    seed: int = 1234
+    limit: int | None = None
+    batch_size: int = 16
+    early_stop: bool = False
+    record_trajectory: bool = False
+    dtype: str = "float32"
+    device: str = "cpu"
+    include_paths: list[str] = field(default_factory=list)
+    confirm_run_unsafe_code: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)  #: e.g. sweep budget fields, kept in rows
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that make two cells the same experiment (wall-clock settings excluded)."""
+        return {
+            "model": self.model_path,
+            "sampler": self.sampler,
+            "sampler_params": self.sampler_params,
+            "task": self.lm_eval_task,
+            "gen_length": self.gen_length,
+            "steps": self.steps,
+            "block_length": self.block_length,
+            "temperature": self.temperature,
+            "seed": self.seed,
+            "limit": self.limit,
+            "early_stop": self.early_stop,
+            "dtype": self.dtype,
+            **{f"extra.{k}": v for k, v in self.extra.items()},
+        }
+
+
+@functools.lru_cache(maxsize=8)
+def task_manager(include_paths: tuple[str, ...]):
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=[str(TASKS_DIR), *include_paths])
+
+
+def project_tasks(include_paths: tuple[str, ...] = ()) -> list[str]:
+    """Names of the tasks defined under `tasks/` (and any extra include paths)."""
+    manager = task_manager(include_paths)
+    roots = [str(Path(p).resolve()) for p in (TASKS_DIR, *include_paths)]
+    return sorted(
+        name
+        for name, entry in manager.task_index.items()
+        if getattr(entry, "yaml_path", None) and any(str(entry.yaml_path).startswith(r) for r in roots)
+    )
+
+
+def check_task(name: str, include_paths: tuple[str, ...] = ()) -> None:
+    """Fail early, before any model is loaded, when lm-eval does not know the task."""
+    if name not in task_manager(include_paths).all_tasks:
+        raise ConfigError(
+            f"task {name!r} is unknown to lm-eval: the project's tasks are {', '.join(project_tasks(include_paths))}"
+        )
+
+
+def _flatten_params(params: dict[str, Any]) -> dict[str, Any]:
+    return {f"sampler.{k}": (v if isinstance(v, (int, float, str, bool)) or v is None else str(v)) for k, v in params.items()}
+
+
+def _metric_value(value: Any) -> float | None:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def evaluate_cell(spec: CellSpec, denoiser: Denoiser, sampler: Sampler, progress: bool = True) -> list[dict]:
+    """Run lm-eval for one cell; returns example rows followed by one summary row."""
+    import lm_eval
+
+    lm = BoeLM(
+        denoiser=denoiser,
+        sampler=sampler,
+        gen_length=spec.gen_length,
+        steps=spec.steps,
+        block_length=spec.block_length,
+        temperature=spec.temperature,
+        batch_size=spec.batch_size,
+        seed=spec.seed,
+        early_stop=spec.early_stop,
+        record_trajectory=spec.record_trajectory,
+        progress=progress,
+    )
+    start = time.perf_counter()
+    out = lm_eval.simple_evaluate(
+        model=lm,
+        tasks=[spec.lm_eval_task],
+        task_manager=task_manager(tuple(spec.include_paths)),
+        limit=spec.limit,
+        log_samples=True,
+        random_seed=spec.seed,
+        numpy_random_seed=spec.seed,
+        torch_random_seed=spec.seed,
+        fewshot_random_seed=spec.seed,
+        confirm_run_unsafe_code=spec.confirm_run_unsafe_code,
+        bootstrap_iters=0,
+        verbosity="ERROR",
+    )
+    elapsed = time.perf_counter() - start
+    if out is None:  # non-zero rank under data parallel
+        return []
+    common = {
+        "model": spec.model_name,
+        "model_path": spec.model_path,
+        **{k: v for k, v in denoiser.describe().items() if k != "model"},
+        "sampler": sampler.name,
+        **_flatten_params(sampler.params()),
+        "task": spec.task,
+        "lm_eval_task": spec.lm_eval_task,
+        "primary_metric": spec.primary_metric,
+        "gen_length": spec.gen_length,
+        "steps": spec.steps,
+        "block_length": spec.block_length,
+        "temperature": spec.temperature,
+        "seed": spec.seed,
+        "limit": spec.limit,
+        "batch_size": spec.batch_size,
+        "early_stop": spec.early_stop,
+        **spec.extra,
+        **runtime_facts(),
+    }
+    rows: list[dict] = []
+    metric_names: list[str] = []
+    for task_name, samples in out["samples"].items():
+        for sample in samples:
+            record = lm.records.get((task_name, sample["doc_id"]), {})
+            metrics = {name: _metric_value(sample.get(name)) for name in sample.get("metrics", [])}
+            for name in metrics:
+                if name not in metric_names:
+                    metric_names.append(name)
+            if spec.primary_metric not in metrics:
+                raise ConfigError(
+                    f"primary_metric={spec.primary_metric!r} is not reported by task {task_name!r}: "
+                    f"it reports {', '.join(metrics)}"
+                )
+            trajectory = record.pop("trajectory", None) if record else None
+            rows.append(
+                {
+                    "row_type": "example",
+                    **common,
+                    "lm_eval_subtask": task_name,
+                    "doc_id": sample["doc_id"],
+                    "score": metrics[spec.primary_metric],
+                    **{f"metric.{k}": v for k, v in metrics.items()},
+                    "target": str(sample.get("target")),
+                    "response": str(sample["filtered_resps"][0]) if sample.get("filtered_resps") else None,
+                    **{k: v for k, v in record.items() if k not in {"generation"}},
+                    **({"trajectory": trajectory} if trajectory is not None else {}),
+                }
+            )
+    rows.sort(key=lambda r: (r["lm_eval_subtask"], r["doc_id"]))
+    rows.append(summarize(rows, common, metric_names, elapsed))
+    return rows
+
+
+def summarize(rows: list[dict], common: dict, metric_names: list[str], elapsed: float) -> dict:
+    """The run's summary row: mean of every metric (with a 95% Wilson interval on the primary
+    score when it is a proportion) and mean / total compute."""
+    n = len(rows)
+    scores = [r["score"] for r in rows if r["score"] is not None]
+    mean = sum(scores) / len(scores) if scores else float("nan")
+    binary = all(s in (0.0, 1.0) for s in scores)
+    low, high = wilson_interval(sum(scores), len(scores)) if binary and scores else (float("nan"), float("nan"))
+
+    def avg(key: str) -> float | None:
+        vals = [r[key] for r in rows if r.get(key) is not None]
+        return sum(vals) / len(vals) if vals else None
+
+    summary = {
+        "row_type": "summary",
+        **common,
+        "n_examples": n,
+        "score": mean,
+        "score_ci_low": low,
+        "score_ci_high": high,
+        **{f"metric.{m}": avg(f"metric.{m}") for m in metric_names},
+        "nfe": avg("nfe"),
+        "nfe_to_stop": avg("nfe_to_stop"),
+        "forwards": avg("forwards"),
+        "backwards": avg("backwards"),
+        "forward_equivalents": avg("forward_equivalents"),
+        "tokens_processed": avg("tokens_processed"),
+        "fallbacks": sum(r.get("fallbacks") or 0 for r in rows),
+        "wall_time_s": elapsed,
+        "decode_time_s": sum(r.get("wall_time_s") or 0.0 for r in rows),
+    }
+    return summary
+
+
+__all__ = ["CellSpec", "TASKS_DIR", "check_task", "evaluate_cell", "summarize"]
