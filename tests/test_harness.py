@@ -158,3 +158,17 @@ def test_console_script_multirun_and_bad_input(tiny_bert_dir, tmp_path):
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1].startswith("boe-eval: error: steps=9")
     json.dumps(summaries)  # rows are plain JSON
+
+
+def test_adapter_honours_max_gen_toks_and_until(tiny_bert):
+    from lm_eval.api.instance import Instance
+
+    from boe_eval.harness.lm_adapter import BoeLM
+
+    lm = BoeLM(denoiser=tiny_bert, sampler="confidence", gen_length=16, steps=16, progress=False)
+    full = lm.generate_until([Instance("generate_until", {}, ("copy:ab=", {"until": [], "max_gen_toks": 16}), 0)])[0]
+    short = lm.generate_until([Instance("generate_until", {}, ("copy:ab=", {"until": [], "max_gen_toks": 3}), 0)])[0]
+    assert len(full) > 3 and short == full[:3]
+    stop = full[4]
+    cut = lm.generate_until([Instance("generate_until", {}, ("copy:ab=", {"until": [stop], "max_gen_toks": 16}), 0)])[0]
+    assert cut == full[: full.index(stop)]

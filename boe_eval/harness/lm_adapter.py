@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import warnings
 from typing import Any
 
+import torch
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
@@ -43,6 +45,17 @@ def _coerce(value: Any) -> Any:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return text
+
+
+def resolve_device(device: str | None) -> str:
+    """lm-eval's CLI passes `device=cuda` by default: use the GPU when there is one, else the CPU
+    (with a warning when a GPU was asked for explicitly and is absent)."""
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        warnings.warn(f"device={device!r} requested but CUDA is not available: running on the CPU", stacklevel=2)
+        return "cpu"
+    return str(device)
 
 
 def request_seed(seed: int, task: str | None, doc_id: int | None, index: int) -> int:
@@ -83,7 +96,7 @@ class BoeLM(LM):
         if denoiser is None:
             if not pretrained:
                 raise ConfigError("pretrained is missing: pass --model_args pretrained=<local model directory>")
-            denoiser = load_denoiser(str(pretrained), dtype=dtype, device=device or "cpu")
+            denoiser = load_denoiser(str(pretrained), dtype=dtype, device=resolve_device(device))
         self.denoiser = denoiser
         self._device = denoiser.device
         if isinstance(sampler, Sampler):
