@@ -152,6 +152,21 @@ def _propose_tokens(logits: Tensor, eligible: Tensor, temperature: float, genera
     return x0
 
 
+def _unusable_slots(logits: Tensor, eligible: Tensor) -> Tensor:
+    """Eligible slots [b, L] whose prediction cannot give probabilities: a NaN or +inf logit, or no
+    finite logit at all (bf16/fp16 overflow). -inf alone is legal (forbidden ids)."""
+    normaliser = torch.logsumexp(logits, dim=-1)
+    return ~torch.isfinite(normaliser) & eligible
+
+
+def _discard_predictions(logits: Tensor, slots: Tensor, forbidden: Tensor) -> Tensor:
+    """Replace the prediction at `slots` by the uniform distribution over allowed tokens, so those
+    slots get the lowest confidence and are written last (the numerical fallback)."""
+    uniform = torch.zeros(logits.shape[-1], dtype=logits.dtype, device=logits.device)
+    uniform[forbidden] = float("-inf")
+    return torch.where(slots.unsqueeze(-1), uniform, logits)
+
+
 def _check_decision(sampler: Sampler, decision: StepDecision, ctx: StepContext) -> None:
     if decision.commit.shape != ctx.eligible.shape:
         raise RuntimeError(f"sampler {sampler.name!r} returned a commit mask of shape {tuple(decision.commit.shape)}")
@@ -162,6 +177,22 @@ def _check_decision(sampler: Sampler, decision: StepDecision, ctx: StepContext) 
         raise RuntimeError(f"sampler {sampler.name!r} committed nothing although the step budget is positive")
     if decision.remask is not None and (decision.remask & ~(ctx.committed | decision.commit)).any():
         raise RuntimeError(f"sampler {sampler.name!r} tried to remask a slot that is not a generated token")
+
+
+def _confidence_fallback(
+    decision: StepDecision, ctx: StepContext, rows: Tensor
+) -> tuple[StepDecision, Tensor]:
+    """For the rows in `rows` [b] bool, replace the sampler's decision by confidence order (top
+    `budget` by p(x0), the proposed tokens, no remasking); each such row counts one fallback."""
+    from boe_eval.samplers.base import top_k_mask
+
+    keep = ~rows[:, None]
+    commit = torch.where(keep, decision.commit, top_k_mask(ctx.confidence, ctx))
+    tokens = None if decision.tokens is None else torch.where(keep, decision.tokens, ctx.x0)
+    remask = None if decision.remask is None else decision.remask & keep
+    previous = decision.fallbacks if decision.fallbacks is not None else torch.zeros_like(rows, dtype=torch.long)
+    counts = torch.where(rows.to(previous.device), torch.ones_like(previous), previous.long())
+    return StepDecision(commit=commit, tokens=tokens, remask=remask, fallbacks=counts), counts
 
 
 class _StopWatcher:
@@ -256,6 +287,11 @@ def generate(
                 logits = model.forward(rows, xa, attention_mask=attn, timestep=timestep)
                 logits = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
                 logits[..., forbidden] = float("-inf")
+                # NaN/inf guard (issue 8): rows with an unusable prediction fall back to confidence order
+                unusable = _unusable_slots(logits, eligible)
+                numeric_fallback = unusable.any(1)
+                if bool(numeric_fallback.any()):
+                    logits = _discard_predictions(logits, unusable, forbidden)
                 row_generators = [generators[i] for i in rows.tolist()]
                 x0 = _propose_tokens(logits, eligible, config.temperature, row_generators)
             if block_step < planned:
@@ -293,6 +329,9 @@ def generate(
             else:
                 with torch.no_grad():
                     decision = sampler.select(ctx)
+            step_fallbacks = decision.fallbacks
+            if bool(numeric_fallback.any()):
+                decision, step_fallbacks = _confidence_fallback(decision, ctx, numeric_fallback)
             _check_decision(sampler, decision, ctx)
             tokens = decision.tokens if decision.tokens is not None else x0
             if config.record_trajectory:
@@ -314,8 +353,8 @@ def generate(
                 new_masked = new_masked | decision.remask
             canvas.x[rows] = new_x
             canvas.is_masked[rows] = new_masked
-            if decision.fallbacks is not None:
-                fallbacks[rows.cpu()] += decision.fallbacks.cpu().long()
+            if step_fallbacks is not None:
+                fallbacks[rows.cpu()] += step_fallbacks.cpu().long()
             watcher.update(canvas, rows, meter)
             if config.early_stop:
                 stopped[rows] = torch.tensor([watcher.met[r] for r in rows.tolist()], device=device)

@@ -85,6 +85,16 @@ def top_k_mask(scores: Tensor, ctx: StepContext, k: Tensor | None = None) -> Ten
     return (ranks < k[:, None]) & ctx.eligible
 
 
+def confidence_fallback(scores: Tensor, ctx: StepContext) -> tuple[Tensor, Tensor]:
+    """Numerical guard for a policy's own scores (e.g. BoE's gated TIS, eq. 14-15, from a bf16/fp16
+    backward): a row with a NaN or +-inf score at an eligible slot falls back to confidence p(x0)
+    for this step. Returns (scores, fallbacks [b] long); pass `fallbacks` in `StepDecision`."""
+    bad = (~torch.isfinite(scores) & ctx.eligible).any(1)
+    if bool(bad.any()):
+        scores = torch.where(bad[:, None], ctx.confidence.to(scores.dtype), scores)
+    return scores, bad.long()
+
+
 def build_sampler(name: str, **params: Any) -> Sampler:
     """Instantiate a registered sampler, validating its parameters."""
     import boe_eval.samplers  # noqa: F401  (registers every sampler module)
