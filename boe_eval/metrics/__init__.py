@@ -1,0 +1,1 @@
+"""Answer extraction and scoring for the evaluation tasks (pure functions, no model, no network)."""
