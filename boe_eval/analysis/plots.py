@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 
 
 def plot_score_vs_compute(summaries: Sequence[dict], path: str | Path, compute: str = "nfe") -> Path:
@@ -36,3 +37,113 @@ def plot_score_vs_compute(summaries: Sequence[dict], path: str | Path, compute: 
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+# --------------------------------------------------------------------------------------------- Pareto
+X_LABELS = {
+    "nfe": "NFE per sequence (denoiser calls, paper App. A.3.4; full max_gen_len)",
+    "nfe_to_stop": "NFE per sequence to the stop condition (EB-Sampler generate-until)",
+    "forward_equivalents": "forward-equivalents per sequence (1 backward = 2 forwards)",
+    "wall_time_s": "wall time per sequence (s, measured)",
+    "steps": "denoising steps",
+}
+#: budget axis of a sweep -> the measured column plotted for it
+AXIS_COLUMN = {"steps": "nfe", "nfe": "nfe", "forward_equivalents": "forward_equivalents", "wall_time": "wall_time_s"}
+
+
+def pareto_mask(x: Sequence[float], y: Sequence[float]) -> list[bool]:
+    """Points on the accuracy-compute frontier: no other point has compute <= and accuracy >= with one
+    of them strict (minimise x, maximise y). NaN points are never on it."""
+    import math
+
+    pts = [(float(a), float(b)) for a, b in zip(x, y)]
+    out = []
+    for i, (xi, yi) in enumerate(pts):
+        if math.isnan(xi) or math.isnan(yi):
+            out.append(False)
+            continue
+        dominated = any(
+            (xj <= xi and yj >= yi and (xj < xi or yj > yi))
+            for j, (xj, yj) in enumerate(pts)
+            if j != i and not (math.isnan(xj) or math.isnan(yj))
+        )
+        out.append(not dominated)
+    return out
+
+
+def plot_pareto(points, stem: str | Path, x: str = "nfe", title: str | None = None) -> list[Path]:
+    """Accuracy (%) with 95% CI against measured compute per sequence: one panel per (task, length),
+    one line per sampler variant, the frontier over all variants marked. Writes `<stem>.png` and
+    `<stem>.pdf`."""
+    import numpy as np
+
+    stem = Path(stem)
+    panels = list(points[["task", "gen_length"]].drop_duplicates().itertuples(index=False, name=None))
+    ncols = min(len(panels), 3)
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 4.0 * nrows), dpi=150, squeeze=False)
+    variants = list(dict.fromkeys(points["variant"]))
+    colours = {v: plt.get_cmap("tab10" if len(variants) <= 10 else "tab20")(i) for i, v in enumerate(variants)}
+    markers = dict(zip(variants, "osD^vP*Xh<>p" * 3))
+    for ax, (task, length) in zip(axes.flat, panels):
+        panel = points[(points["task"] == task) & (points["gen_length"] == length)]
+        xs_all = pd_numeric(panel[x])
+        ys_all = 100 * pd_numeric(panel["score"])
+        for variant in variants:
+            part = panel[panel["variant"] == variant]
+            if part.empty:
+                continue
+            order = np.argsort(pd_numeric(part[x]), kind="stable")
+            part = part.iloc[order]
+            xs, ys = pd_numeric(part[x]), 100 * pd_numeric(part["score"])
+            lo, hi = 100 * pd_numeric(part["score_ci_low"]), 100 * pd_numeric(part["score_ci_high"])
+            yerr = np.vstack([np.clip(ys - lo, 0, None), np.clip(hi - ys, 0, None)])
+            yerr = np.nan_to_num(yerr)
+            adaptive = (part["sweep.placement"] == "measured").any()
+            ax.errorbar(xs, ys, yerr=yerr, color=colours[variant], marker=markers[variant], ms=5, lw=1.4,
+                        ls="--" if adaptive else "-", capsize=2.5, elinewidth=0.8, alpha=0.9,
+                        label=variant + (" (measured)" if adaptive else ""))
+        on = pareto_mask(xs_all, ys_all)
+        fx, fy = xs_all[on], ys_all[on]
+        if len(fx):
+            order = np.argsort(fx, kind="stable")
+            ax.step(fx[order], fy[order], where="post", color="black", lw=2.2, alpha=0.35, zorder=0,
+                    label="Pareto frontier")
+            ax.scatter(fx, fy, s=110, facecolors="none", edgecolors="black", lw=1.2, zorder=5)
+        finite = xs_all[np.isfinite(xs_all) & (xs_all > 0)]
+        if len(finite) and finite.max() / finite.min() >= 4:
+            ax.set_xscale("log", base=2)
+            ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        metric = str(panel["primary_metric"].iloc[0]) if "primary_metric" in panel else "score"
+        ax.set_xlabel(X_LABELS.get(x, x), fontsize=8)
+        ax.set_ylabel(f"{metric} (%), 95% CI", fontsize=9)
+        ax.set_title(f"{task}, L={length}", fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    seen = dict(zip(labels, handles))
+    for ax in list(axes.flat)[1 : len(panels)]:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(lab, h)
+    ncol = max(2, min(len(seen), 3 * ncols))
+    fig.legend(list(seen.values()), list(seen.keys()), loc="upper center", ncol=ncol, fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, 0.0))
+    model = str(points["model"].iloc[0]) if "model" in points else ""
+    fig.suptitle(title or f"Accuracy vs compute ({model}); circled: Pareto frontier", fontsize=11)
+    fig.tight_layout()
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    out = []
+    for ext in ("png", "pdf"):
+        path = stem.with_suffix(f".{ext}")
+        fig.savefig(path, bbox_inches="tight")
+        out.append(path)
+    plt.close(fig)
+    return out
+
+
+def pd_numeric(series):
+    """A column as a float numpy array (None/NA -> NaN)."""
+    import pandas as pd
+
+    return pd.to_numeric(series, errors="coerce").to_numpy(dtype=float)

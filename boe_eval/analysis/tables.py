@@ -1,4 +1,12 @@
-"""Result tables from summary rows (pandas)."""
+"""Result tables (pandas -> Markdown and LaTeX), in the paper's layouts:
+
+- `paper_table`: Table 2 / 3 (samplers x tasks x lengths, best in bold, second underlined);
+- `budget_table`: the compute-matched view behind Figure 4 (samplers x budgets, per task and length);
+- `ablation_table`: Table 5 (variant, accuracy, runtime);
+- `cells_table`: every operating point with all its compute counts and the budget check.
+
+Every accuracy carries its 95% interval (Wilson or bootstrap, `boe_eval.analysis.intervals`).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +14,12 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from boe_eval.harness.sweep import BUDGET_AXES, MEASURED_COLUMN
 
+AXIS_UNITS = {"steps": "steps", "nfe": "NFE", "forward_equivalents": "fwd-eq", "wall_time": "s"}
+
+
+# --------------------------------------------------------------------------------------------- legacy
 def summary_frame(summaries: Sequence[dict]) -> pd.DataFrame:
     """One line per run: sampler, score with its 95% interval, compute."""
     df = pd.DataFrame(list(summaries))
@@ -23,23 +36,228 @@ def format_summary_table(summaries: Sequence[dict]) -> str:
     df = summary_frame(summaries)
     if df.empty:
         return "(no results)"
-
-    def pct(x: float) -> str:
-        return "n/a" if pd.isna(x) else f"{100 * x:.1f}"
-
     table = pd.DataFrame(
         {
             "sampler": df["sampler"],
             "n": df["n_examples"].astype(int),
-            "score %": df["score"].map(pct),
-            "95% CI": [
-                "n/a" if pd.isna(lo) else f"[{pct(lo)}, {pct(hi)}]" for lo, hi in zip(df["score_ci_low"], df["score_ci_high"])
-            ],
-            "NFE": df["nfe"].map(lambda v: f"{v:.1f}"),
-            "forwards": df["forwards"].map(lambda v: f"{v:.1f}"),
-            "backwards": df["backwards"].map(lambda v: f"{v:.1f}"),
-            "fwd-equiv": df["forward_equivalents"].map(lambda v: f"{v:.1f}"),
-            "wall s": df["wall_time_s"].map(lambda v: f"{v:.1f}"),
+            "score %": df["score"].map(_pct),
+            "95% CI": [_ci_text(lo, hi) for lo, hi in zip(df["score_ci_low"], df["score_ci_high"])],
+            "NFE": df["nfe"].map(_num),
+            "forwards": df["forwards"].map(_num),
+            "backwards": df["backwards"].map(_num),
+            "fwd-equiv": df["forward_equivalents"].map(_num),
+            "wall s": df["wall_time_s"].map(_num),
         }
     )
     return table.to_markdown(index=False)
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def _pct(x) -> str:
+    return "n/a" if pd.isna(x) else f"{100 * float(x):.1f}"
+
+
+def _num(x, digits: int = 1) -> str:
+    return "–" if x is None or pd.isna(x) else f"{float(x):.{digits}f}"
+
+
+def _ci_text(lo, hi) -> str:
+    return "n/a" if pd.isna(lo) or pd.isna(hi) else f"[{_pct(lo)}, {_pct(hi)}]"
+
+
+def _budget_text(b) -> str:
+    return f"{float(b):g}"
+
+
+def rank_marks(values: pd.Series) -> pd.Series:
+    """'best' / 'second' for the highest and second-highest values at the displayed precision (ties
+    share a mark); NaN gets no mark."""
+    shown = values.map(lambda v: None if pd.isna(v) else round(100 * float(v), 1))
+    distinct = sorted({v for v in shown if v is not None}, reverse=True)
+    marks = {v: m for v, m in zip(distinct, ("best", "second"))}
+    return shown.map(lambda v: marks.get(v) if v is not None else None)
+
+
+def _cell(score, lo, hi, mark, style: str, at: float | None = None, unit: str = "") -> str:
+    if pd.isna(score):
+        return "–"
+    value = _pct(score)
+    if style == "md":
+        value = {"best": f"**{value}**", "second": f"<u>{value}</u>"}.get(mark, value)
+        text = f"{value} ({_pct(lo)}–{_pct(hi)})" if pd.notna(lo) else value
+        return text + (f" @{at:.3g} {unit}" if at is not None else "")
+    value = {"best": rf"\textbf{{{value}}}", "second": rf"\underline{{{value}}}"}.get(mark, value)
+    text = rf"{value}\,{{\scriptsize({_pct(lo)}--{_pct(hi)})}}" if pd.notna(lo) else value
+    return text + (rf"\,{{\scriptsize @{at:.3g}}}" if at is not None else "")
+
+
+def _axis(points: pd.DataFrame) -> str:
+    axes = [a for a in points["budget_axis"].dropna().unique()] if "budget_axis" in points else []
+    return str(axes[0]) if len(axes) == 1 else "nfe"
+
+
+def _measured(row: pd.Series, axis: str) -> float | None:
+    col = MEASURED_COLUMN.get(axis, "nfe")
+    value = row.get(col)
+    return None if value is None or pd.isna(value) else float(value)
+
+
+def pick_at_budget(group: pd.DataFrame, budget: float | None, axis: str) -> tuple[pd.Series | None, float | None]:
+    """The operating point of one sampler variant at `budget`: its run at that budget, or for a sampler
+    placed at its measured compute (adaptive, or a wall-time axis) the run with the largest measured
+    compute not above the budget (returned with that compute). `budget=None`: the costliest run."""
+    if budget is None:
+        row = group.loc[pd.to_numeric(group["nfe"], errors="coerce").idxmax()]
+        return row, None
+    fixed = group[(group["sweep.placement"] == "budget") & group["budget"].notna()]
+    if not fixed.empty:
+        hit = fixed[(fixed["budget"] - budget).abs() < 1e-9]
+        return (hit.iloc[0], None) if not hit.empty else (None, None)
+    cost = group.apply(lambda r: _measured(r, axis), axis=1)
+    ok = group[cost <= budget * (1 + 1e-9)]
+    if ok.empty:
+        return None, None
+    best = ok.assign(_cost=cost[ok.index]).sort_values(["_cost", "score"], ascending=False).iloc[0]
+    return best, float(best["_cost"])
+
+
+def _columns(points: pd.DataFrame) -> list[tuple[str, int]]:
+    return list(points[["task", "gen_length"]].drop_duplicates().itertuples(index=False, name=None))
+
+
+def _variants(points: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(points["variant"]))
+
+
+def _render(frame: pd.DataFrame, style: str, caption: str) -> str:
+    if style == "md":
+        return f"{caption}\n\n" + frame.to_markdown(index=False) + "\n"
+    body = frame.to_latex(index=False, escape=False, column_format="l" + "c" * (frame.shape[1] - 1))
+    return f"% {caption}\n" + body
+
+
+def _latex_escape(text: str) -> str:
+    return str(text).replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
+
+
+# --------------------------------------------------------------------------------------------- tables
+def paper_table(points: pd.DataFrame, budget: float | None = None, style: str = "md") -> str:
+    """Table 2 / 3 layout: one row per sampler variant, one column per (task, generation length);
+    accuracy (%) at one compute budget per column (default: the largest budget of the column), best
+    bold and second underlined per column."""
+    axis = _axis(points)
+    unit = AXIS_UNITS.get(axis, axis)
+    columns = _columns(points)
+    variants = _variants(points)
+    table: dict[str, list[str]] = {"Method": [_latex_escape(v) if style == "tex" else v for v in variants]}
+    budgets_used = []
+    for task, length in columns:
+        col = points[(points["task"] == task) & (points["gen_length"] == length)]
+        fixed = col[col["sweep.placement"] == "budget"]["budget"].dropna()
+        b = budget if budget is not None else (float(fixed.max()) if not fixed.empty else None)
+        budgets_used.append(b)
+        picked = {v: pick_at_budget(col[col["variant"] == v], b, axis) if (col["variant"] == v).any() else (None, None)
+                  for v in variants}
+        scores = pd.Series({v: (p[0]["score"] if p[0] is not None else float("nan")) for v, p in picked.items()})
+        marks = rank_marks(scores)
+        name = f"{task} L={length}" if style == "md" else f"{_latex_escape(task)} {length}"
+        if b is not None:
+            name += f" ({_budget_text(b)} {unit})" if style == "md" else rf" ({_budget_text(b)} {_latex_escape(unit)})"
+        cells = []
+        for v in variants:
+            row, at = picked[v]
+            if row is None:
+                cells.append("–")
+            else:
+                cells.append(_cell(row["score"], row["score_ci_low"], row["score_ci_high"], marks[v], style, at, unit))
+        table[name] = cells
+    caption = (f"Accuracy (%) with 95% CI per task and generation length L at the compute budget in each header "
+               f"({BUDGET_AXES.get(axis, axis)}); best in bold, second underlined"
+               + ("; '@x': adaptive sampler placed at its measured compute x <= budget" if any(
+                   points["sweep.placement"] == "measured") else ""))
+    return _render(pd.DataFrame(table), style, caption)
+
+
+def budget_table(points: pd.DataFrame, style: str = "md") -> str:
+    """Compute-matched accuracy: per (task, length), one row per sampler variant, one column per budget;
+    best bold and second underlined per budget."""
+    axis = _axis(points)
+    unit = AXIS_UNITS.get(axis, axis)
+    parts = []
+    for task, length in _columns(points):
+        col = points[(points["task"] == task) & (points["gen_length"] == length)]
+        budgets = sorted(col["budget"].dropna().unique())
+        if not budgets:
+            continue
+        variants = _variants(col)
+        table: dict[str, list[str]] = {"Method": [_latex_escape(v) if style == "tex" else v for v in variants]}
+        for b in budgets:
+            picked = {v: pick_at_budget(col[col["variant"] == v], b, axis) for v in variants}
+            scores = pd.Series({v: (p[0]["score"] if p[0] is not None else float("nan")) for v, p in picked.items()})
+            marks = rank_marks(scores)
+            table[f"{_budget_text(b)} {unit}"] = [
+                "–" if picked[v][0] is None else _cell(picked[v][0]["score"], picked[v][0]["score_ci_low"],
+                                                       picked[v][0]["score_ci_high"], marks[v], style, picked[v][1], unit)
+                for v in variants
+            ]
+        model = col["model"].iloc[0]
+        caption = (f"{task} (L={length}, model {model}): accuracy (%) with 95% CI at matched compute "
+                   f"({BUDGET_AXES.get(axis, axis)}); best bold, second underlined")
+        parts.append(_render(pd.DataFrame(table), style, caption))
+    return "\n".join(parts) if parts else "(no budgeted runs)\n"
+
+
+def ablation_table(points: pd.DataFrame, style: str = "md") -> str:
+    """Table 5 layout: one row per variant (per budget when there are several): accuracy with its 95%
+    interval, compute per sequence and end-to-end runtime of the evaluation."""
+    parts = []
+    for task, length in _columns(points):
+        col = points[(points["task"] == task) & (points["gen_length"] == length)]
+        hours = pd.to_numeric(col["wall_time_s"], errors="coerce").max() > 3600
+        runtime = col["wall_time_s"].map(lambda s: _num(s / 3600 if hours else s, 2 if hours else 1))
+        metric = str(col["primary_metric"].iloc[0]) if "primary_metric" in col else "score"
+        several = col["budget"].nunique() > 1
+        frame = pd.DataFrame({
+            "Method / Variant": [_latex_escape(v) if style == "tex" else v for v in col["variant"]],
+            **({"budget": col["budget"].map(lambda b: "–" if pd.isna(b) else _budget_text(b))} if several else {}),
+            f"{task} {metric} (%)": [_cell(s, lo, hi, None, style) for s, lo, hi in
+                                     zip(col["score"], col["score_ci_low"], col["score_ci_high"])],
+            "NFE": col["nfe"].map(_num),
+            "fwd-eq": col["forward_equivalents"].map(_num),
+            "backwards": col["backwards"].map(_num),
+            "Runtime (h)" if hours else "Runtime (s)": runtime,
+        })
+        caption = (f"{task} (L={length}, model {col['model'].iloc[0]}): accuracy (%) with 95% CI, mean compute per "
+                   f"sequence and end-to-end evaluation runtime")
+        parts.append(_render(frame, style, caption))
+    return "\n".join(parts)
+
+
+def cells_table(points: pd.DataFrame) -> str:
+    """Every operating point (Markdown) with its knob, all compute counts and the budget check."""
+    def check(v) -> str:
+        return "–" if v is None or pd.isna(v) else ("yes" if bool(v) else "NO")
+
+    frame = pd.DataFrame({
+        "task": points["task"],
+        "L": points["gen_length"],
+        "variant": points["variant"],
+        "budget": points["budget"].map(lambda b: "–" if pd.isna(b) else _budget_text(b)),
+        "knob": [f"{k}={_budget_text(v)}" if pd.notna(k) and pd.notna(v) else f"steps={s}"
+                 for k, v, s in zip(points["sweep.knob"], points["sweep.knob_value"], points["steps"])],
+        "n": points["n_examples"].astype(int),
+        "score %": points["score"].map(_pct),
+        "95% CI": [_ci_text(lo, hi) for lo, hi in zip(points["score_ci_low"], points["score_ci_high"])],
+        "NFE": points["nfe"].map(_num),
+        "NFE to stop": points["nfe_to_stop"].map(_num),
+        "fwd": points["forwards"].map(_num),
+        "bwd": points["backwards"].map(_num),
+        "fwd-eq": points["forward_equivalents"].map(_num),
+        "wall s": points["wall_time_s"].map(_num),
+        "within 1 step": points["sweep.within_one_step"].map(check),
+    })
+    return frame.to_markdown(index=False) + "\n"
+
+
+__all__ = ["ablation_table", "budget_table", "cells_table", "format_summary_table", "paper_table", "pick_at_budget",
+           "rank_marks", "summary_frame"]

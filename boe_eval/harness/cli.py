@@ -4,6 +4,7 @@ loading a model, evaluates each sampler through lm-eval, writes tidy rows, print
     boe-eval                                  # default job: built-in model, greedy samplers compared
     boe-eval sampler=entropy task=countdown   # one sampler
     boe-eval -m sampler=confidence,margin     # Hydra multirun
+    boe-eval sweep=<name>                     # a compute-matched sweep (configs/sweep/, harness/sweep.py)
 """
 
 from __future__ import annotations
@@ -147,10 +148,19 @@ def run_job(cfg: DictConfig) -> Path:
     return results_dir
 
 
+def run(cfg: DictConfig) -> Path:
+    """A sweep when `sweep=<name>` is given, else one job."""
+    if OmegaConf.select(cfg, "sweep", default=None) is not None:
+        from boe_eval.harness.sweep import run_sweep
+
+        return run_sweep(cfg)
+    return run_job(cfg)
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def _hydra_entry(cfg: DictConfig) -> None:
     try:
-        run_job(cfg)
+        run(cfg)
     except ConfigError as err:
         print(f"boe-eval: error: {err}", file=sys.stderr)
         sys.exit(2)

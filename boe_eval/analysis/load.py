@@ -1,0 +1,108 @@
+"""Result rows -> pandas (issue 7). Reads every `rows/*.jsonl` under a results folder (a sweep run in
+one process and a Hydra multirun land in the same layout) into one DataFrame per row type."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from boe_eval.analysis.intervals import accuracy_ci
+from boe_eval.harness.results import read_rows
+
+#: columns every summary frame has, filled with NA for rows written outside a sweep
+SWEEP_COLUMNS = ("budget_axis", "budget", "variant", "sweep.knob", "sweep.knob_value", "sweep.placement",
+                 "sweep.measured_cost", "sweep.planned_cost", "sweep.step_cost", "sweep.budget_gap",
+                 "sweep.within_one_step", "sweep.order", "nfe_to_stop", "backwards", "forward_equivalents")
+
+
+def load_rows(results_dir: str | Path) -> pd.DataFrame:
+    """All rows (examples and summaries), one cell counted once even if its file was copied."""
+    path = Path(results_dir)
+    if not path.is_dir():
+        raise FileNotFoundError(f"results folder {str(path)!r} does not exist")
+    rows = read_rows(path)
+    if not rows:
+        raise FileNotFoundError(f"results folder {str(path)!r} holds no rows (expected rows/*.jsonl)")
+    df = pd.DataFrame(rows)
+    if "cell_id" in df:
+        key = ["cell_id", "row_type", "lm_eval_subtask", "doc_id"]
+        df = df.drop_duplicates(subset=[c for c in key if c in df], keep="first")
+    return df.reset_index(drop=True)
+
+
+def summary_frame(rows: pd.DataFrame) -> pd.DataFrame:
+    """One line per cell: the summary row, with the accuracy's 95% interval recomputed from the
+    cell's example rows (Wilson for pass/fail, bootstrap otherwise) and sweep fields filled."""
+    summaries = rows[rows["row_type"] == "summary"].copy()
+    examples = rows[rows["row_type"] == "example"]
+    for col in SWEEP_COLUMNS:
+        if col not in summaries:
+            summaries[col] = pd.NA
+    summaries["variant"] = summaries["variant"].fillna(summaries["sampler"])
+    cis = {}
+    if "cell_id" in examples and not examples.empty:
+        for cid, group in examples.groupby("cell_id"):
+            cis[cid] = accuracy_ci(group["score"].tolist())
+    lows, highs, methods = [], [], []
+    for _, row in summaries.iterrows():
+        ci = cis.get(row.get("cell_id"))
+        if ci is None:
+            lows.append(row.get("score_ci_low"))
+            highs.append(row.get("score_ci_high"))
+            methods.append("wilson" if pd.notna(row.get("score_ci_low")) else "none")
+        else:
+            lows.append(ci[1])
+            highs.append(ci[2])
+            methods.append(ci[3])
+    summaries["score_ci_low"] = pd.to_numeric(pd.Series(lows, index=summaries.index), errors="coerce")
+    summaries["score_ci_high"] = pd.to_numeric(pd.Series(highs, index=summaries.index), errors="coerce")
+    summaries["ci_method"] = methods
+    summaries["budget"] = pd.to_numeric(summaries["budget"], errors="coerce")
+    summaries["sweep.knob_value"] = pd.to_numeric(summaries["sweep.knob_value"], errors="coerce")
+    if "sweep.order" not in summaries:
+        summaries["sweep.order"] = pd.NA
+    summaries["sweep.order"] = pd.to_numeric(summaries["sweep.order"], errors="coerce")
+    sort = ["task", "gen_length", "sweep.order", "variant", "budget", "sweep.knob_value", "seed"]
+    return summaries.sort_values([c for c in sort if c in summaries], na_position="last").reset_index(drop=True)
+
+
+#: what makes two cells the same operating point apart from their seed
+POINT_KEY = ("model", "task", "gen_length", "block_length", "temperature", "early_stop", "variant", "sampler",
+             "budget_axis", "budget", "steps", "sweep.knob_value")
+#: compute columns averaged over seeds
+COMPUTE_COLUMNS = ("nfe", "nfe_to_stop", "forwards", "backwards", "forward_equivalents", "tokens_processed",
+                   "wall_time_s", "decode_time_s", "sweep.measured_cost", "sweep.budget_gap")
+
+
+def pool_seeds(rows: pd.DataFrame) -> pd.DataFrame:
+    """One line per operating point: seeds pooled (score = mean over all their examples, interval from
+    the pooled examples, compute averaged); `n_seeds` says how many were pooled."""
+    cells = summary_frame(rows)
+    key = [c for c in POINT_KEY if c in cells]
+    examples = rows[rows["row_type"] == "example"]
+    by_cell = {cid: g["score"].tolist() for cid, g in examples.groupby("cell_id")} if "cell_id" in examples else {}
+    out = []
+    for _, group in cells.groupby(key, dropna=False, sort=False):
+        first = group.iloc[0].copy()
+        if len(group) > 1:
+            scores = [s for cid in group["cell_id"] for s in by_cell.get(cid, [])]
+            mean, low, high, method = accuracy_ci(scores)
+            first["score"], first["score_ci_low"], first["score_ci_high"], first["ci_method"] = mean, low, high, method
+            first["n_examples"] = len(scores)
+            for col in COMPUTE_COLUMNS:
+                if col in group:
+                    first[col] = pd.to_numeric(group[col], errors="coerce").mean()
+            first["sweep.within_one_step"] = group["sweep.within_one_step"].dropna().all() if \
+                group["sweep.within_one_step"].notna().any() else pd.NA
+        first["n_seeds"] = len(group)
+        out.append(first)
+    return pd.DataFrame(out).reset_index(drop=True)
+
+
+def load_results(results_dir: str | Path) -> pd.DataFrame:
+    """Operating points (seeds pooled) of every cell under `results_dir`."""
+    return pool_seeds(load_rows(results_dir))
+
+
+__all__ = ["load_results", "load_rows", "pool_seeds", "summary_frame"]

@@ -1,0 +1,88 @@
+"""`boe-report <results dir>`: all rows -> pandas -> paper tables (Markdown + LaTeX) and Pareto plots
+(PNG + PDF), written next to the rows (issue 7).
+
+    boe-report results/tiny_sudoku_nfe                 # x axis: the sweep's budget axis
+    boe-report results/tiny_sudoku_nfe --x nfe_to_stop --budget 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from boe_eval.analysis.load import load_results
+from boe_eval.analysis.plots import AXIS_COLUMN, X_LABELS, plot_pareto
+from boe_eval.analysis.tables import ablation_table, budget_table, cells_table, paper_table
+
+
+def _write(path: Path, text: str) -> Path:
+    """Atomic text write (a report rewritten by concurrent multirun jobs is never half a file)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+def default_x(points) -> str:
+    axes = list(points["budget_axis"].dropna().unique()) if "budget_axis" in points else []
+    return AXIS_COLUMN.get(str(axes[0]), "nfe") if len(axes) == 1 else "nfe"
+
+
+def write_report(
+    results_dir: str | Path,
+    out_dir: str | Path | None = None,
+    x: str | None = None,
+    budget: float | None = None,
+    plot: bool = True,
+) -> list[Path]:
+    """Write the tables and plots of every cell under `results_dir`; returns the files written."""
+    points = load_results(results_dir)
+    out = Path(out_dir) if out_dir is not None else Path(results_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    x = x or default_x(points)
+    if x not in X_LABELS:
+        raise ValueError(f"--x {x!r} is invalid: choose one of {', '.join(X_LABELS)}")
+    written = [
+        _write(out / "cells.md", cells_table(points)),
+        _write(out / "accuracy_by_budget.md", budget_table(points, "md")),
+        _write(out / "accuracy_by_budget.tex", budget_table(points, "tex")),
+        _write(out / "table_main.md", paper_table(points, budget, "md")),
+        _write(out / "table_main.tex", paper_table(points, budget, "tex")),
+        _write(out / "table_ablation.md", ablation_table(points, "md")),
+        _write(out / "table_ablation.tex", ablation_table(points, "tex")),
+    ]
+    points.to_csv(out / "points.csv", index=False)
+    written.append(out / "points.csv")
+    if plot:
+        written += plot_pareto(points, out / f"pareto_{x}", x=x)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="boe-report", description=__doc__.splitlines()[0])
+    parser.add_argument("results_dir", help="folder holding rows/*.jsonl (searched recursively)")
+    parser.add_argument("--out", default=None, help="where to write tables and plots (default: results_dir)")
+    parser.add_argument("--x", default=None, choices=sorted(X_LABELS),
+                        help="compute axis of the Pareto plot (default: the sweep's budget axis)")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="budget of the main (Table 2/3) table (default: each column's largest)")
+    parser.add_argument("--no-plot", action="store_true", help="tables only")
+    args = parser.parse_args(argv)
+    try:
+        written = write_report(args.results_dir, args.out, args.x, args.budget, plot=not args.no_plot)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"boe-report: error: {err}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(path)
+    print()
+    print((Path(args.out or args.results_dir) / "accuracy_by_budget.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
