@@ -108,6 +108,7 @@ def run_job(cfg: DictConfig) -> Path:
     import torch
 
     from boe_eval.analysis.tables import format_summary_table
+    from boe_eval.harness.distributed import data_parallel
     from boe_eval.harness.evaluate import evaluate_cell
     from boe_eval.harness.results import cell_id, cell_path, is_complete, read_rows, write_cell
     from boe_eval.models.loading import load_denoiser
@@ -117,22 +118,31 @@ def run_job(cfg: DictConfig) -> Path:
         torch.set_num_threads(int(threads))
     specs = build_specs(cfg)
     results_dir = Path(cfg.output_dir)
-    results_dir.mkdir(parents=True, exist_ok=True)
+    # data parallel (`accelerate launch`): every rank decodes its share, rank 0 alone writes rows
+    dp = data_parallel()
+    if dp.is_main:
+        results_dir.mkdir(parents=True, exist_ok=True)
     denoiser = None
     summaries = []
     for spec, sampler in specs:
         cid = cell_id(spec.identity())
-        if is_complete(results_dir, cid):
-            print(f"[boe-eval] {spec.sampler}: already complete ({cell_path(results_dir, cid)}), skipped")
+        if dp.broadcast_object(is_complete(results_dir, cid) if dp.is_main else None):
+            if dp.is_main:
+                print(f"[boe-eval] {spec.sampler}: already complete ({cell_path(results_dir, cid)}), skipped")
         else:
             if denoiser is None:
-                denoiser = load_denoiser(spec.model_path, dtype=spec.dtype, device=spec.device)
-            rows = evaluate_cell(spec, denoiser, sampler, progress=bool(cfg.get("progress", True)))
-            for row in rows:
-                row["cell_id"] = cid
-            write_cell(results_dir, cid, rows)
-        with cell_path(results_dir, cid).open() as fh:
-            summaries.extend(r for r in map(json.loads, fh) if r["row_type"] == "summary")
+                denoiser = load_denoiser(spec.model_path, dtype=spec.dtype, device=dp.place(spec.device))
+            progress = bool(cfg.get("progress", True)) and dp.is_main
+            rows = evaluate_cell(spec, denoiser, sampler, progress=progress)
+            if dp.is_main:
+                for row in rows:
+                    row["cell_id"] = cid
+                write_cell(results_dir, cid, rows)
+        if dp.is_main:
+            with cell_path(results_dir, cid).open() as fh:
+                summaries.extend(r for r in map(json.loads, fh) if r["row_type"] == "summary")
+    if not dp.is_main:
+        return results_dir
     table = format_summary_table(summaries)
     print()
     print(f"model={specs[0][0].model_name} task={specs[0][0].task} metric={specs[0][0].primary_metric} "

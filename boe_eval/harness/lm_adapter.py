@@ -6,12 +6,19 @@
 `--model_args` keys: the decoding settings below; every other key is a parameter of the chosen
 sampler (validated against its config dataclass). Per-request compute (NFE, forwards, backwards,
 wall time) is kept in `records`, keyed by (task name, doc id), for the result rows.
+
+Data parallel: launched N times by accelerate (`accelerate launch --multi_gpu --num_processes N
+-m boe_eval.harness.lm_eval_cli ...`, see `boe_eval.harness.distributed`), the model reports
+accelerate's rank and world size, so lm-eval's evaluator shards the requests; each request's seed
+depends only on (seed, task, doc id), so the generations equal a one-process run; `records` are
+gathered on rank 0.
 """
 
 from __future__ import annotations
 
 import ast
 import dataclasses
+import sys
 import warnings
 from typing import Any
 
@@ -21,6 +28,7 @@ from lm_eval.api.registry import register_model
 
 from boe_eval.decoding.loop import DecodeConfig, cut_at_stop, generate_batched, generation_text
 from boe_eval.decoding.schedule import ConfigError
+from boe_eval.harness.distributed import data_parallel
 from boe_eval.models.denoiser import Denoiser
 from boe_eval.models.loading import load_denoiser
 from boe_eval.samplers.base import Sampler, build_sampler
@@ -93,10 +101,14 @@ class BoeLM(LM):
         **sampler_params: Any,
     ) -> None:
         super().__init__()
+        #: data parallel under `accelerate launch` (lm-eval's evaluator shards requests by rank)
+        self.data_parallel = data_parallel()
+        self._rank, self._world_size = self.data_parallel.rank, self.data_parallel.world_size
         if denoiser is None:
             if not pretrained:
                 raise ConfigError("pretrained is missing: pass --model_args pretrained=<local model directory>")
-            denoiser = load_denoiser(str(pretrained), dtype=dtype, device=resolve_device(device))
+            placed = self.data_parallel.place(resolve_device(device))
+            denoiser = load_denoiser(str(pretrained), dtype=dtype, device=placed)
         self.denoiser = denoiser
         self._device = denoiser.device
         if isinstance(sampler, Sampler):
@@ -140,6 +152,23 @@ class BoeLM(LM):
             chat_history, tokenize=False, add_generation_prompt=add_generation_prompt
         )
 
+    # ------------------------------------------------------------------ data parallel
+    def all_gather(self, tensor):
+        return self.data_parallel.all_gather(tensor)
+
+    def gather_object(self, obj, dst: int = 0):
+        return self.data_parallel.gather_object(obj, dst=dst)
+
+    def barrier(self) -> None:
+        self.data_parallel.barrier()
+
+    def _gather_records(self) -> None:
+        """Collective: every rank's per-request records are merged into rank 0's `records`."""
+        gathered = self.data_parallel.gather_object(self.records)
+        if self.data_parallel.enabled and gathered is not None:
+            for part in gathered:
+                self.records.update(part)
+
     def loglikelihood(self, requests):
         raise NotImplementedError(
             "the boe model implements generate_until only: loglikelihood (Monte-Carlo ELBO) is not available yet"
@@ -166,6 +195,9 @@ class BoeLM(LM):
         )
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        if self.data_parallel.enabled:
+            print(f"[boe-eval] rank {self.rank} of {self.world_size}: {len(requests)} requests",
+                  file=sys.stderr, flush=True)
         outputs: list[str | None] = [None] * len(requests)
         groups: dict[str, list[int]] = {}
         configs: dict[str, DecodeConfig] = {}
@@ -190,7 +222,7 @@ class BoeLM(LM):
                 config,
                 seeds,
                 batch_size=self.batch_size,
-                progress=self.progress and not disable_tqdm,
+                progress=self.progress and not disable_tqdm and self.data_parallel.is_main,
                 desc=f"{self.sampler.name}",
             )
             for i, res in zip(idx, results):
@@ -213,6 +245,7 @@ class BoeLM(LM):
                 }
                 if hasattr(self, "cache_hook"):
                     self.cache_hook.add_partial("generate_until", req.args, text)
+        self._gather_records()
         return outputs  # type: ignore[return-value]
 
     def _encode(self, context: str) -> list[int]:
