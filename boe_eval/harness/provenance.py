@@ -36,19 +36,36 @@ def _version(package: str) -> str:
         return "absent"
 
 
+def accelerator_name() -> str:
+    """The GPU model (kernels differ between GPU types and change greedy results, REFERENCES.md
+    section 10, pitfall 7), or `cpu`."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.cuda.current_device())
+    return "cpu"
+
+
 @functools.lru_cache(maxsize=1)
 def provenance() -> dict:
+    """Software and hardware of this process (dtype and device of the model are added to rows by
+    `Denoiser.describe()`)."""
     return {
         "boe_eval_version": _version("boe-eval"),
         "torch_version": torch.__version__,
         "transformers_version": _version("transformers"),
         "lm_eval_version": _version("lm-eval"),
+        "accelerate_version": _version("accelerate"),
+        "cuda_version": torch.version.cuda or "none",
         "python_version": platform.python_version(),
         "git_commit": git_commit(),
         "host_cpu": platform.machine(),
+        "accelerator": accelerator_name(),
     }
 
 
 def runtime_facts() -> dict:
-    """Facts that may change within a process (thread count)."""
-    return {"torch_threads": torch.get_num_threads(), **provenance()}
+    """Facts that may change within a process (thread count, deterministic-algorithms flag)."""
+    return {
+        "torch_threads": torch.get_num_threads(),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        **provenance(),
+    }
