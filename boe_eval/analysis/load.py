@@ -40,6 +40,9 @@ def summary_frame(rows: pd.DataFrame) -> pd.DataFrame:
         if col not in summaries:
             summaries[col] = pd.NA
     summaries["variant"] = summaries["variant"].fillna(summaries["sampler"])
+    # decoding seconds per sequence (the meter shares each call's time among the rows it served)
+    summaries["seconds_per_sequence"] = pd.to_numeric(summaries.get("decode_time_s"), errors="coerce") / \
+        pd.to_numeric(summaries["n_examples"], errors="coerce")
     cis = {}
     if "cell_id" in examples and not examples.empty:
         for cid, group in examples.groupby("cell_id"):
@@ -72,7 +75,7 @@ POINT_KEY = ("model", "task", "gen_length", "block_length", "temperature", "earl
              "budget_axis", "budget", "steps", "sweep.knob_value")
 #: compute columns averaged over seeds
 COMPUTE_COLUMNS = ("nfe", "nfe_to_stop", "forwards", "backwards", "forward_equivalents", "tokens_processed",
-                   "wall_time_s", "decode_time_s", "sweep.measured_cost", "sweep.budget_gap")
+                   "wall_time_s", "decode_time_s", "seconds_per_sequence", "sweep.measured_cost", "sweep.budget_gap")
 
 
 def pool_seeds(rows: pd.DataFrame) -> pd.DataFrame:

@@ -44,11 +44,12 @@ X_LABELS = {
     "nfe": "NFE per sequence (denoiser calls, paper App. A.3.4; full max_gen_len)",
     "nfe_to_stop": "NFE per sequence to the stop condition (EB-Sampler generate-until)",
     "forward_equivalents": "forward-equivalents per sequence (1 backward = 2 forwards)",
-    "wall_time_s": "wall time per sequence (s, measured)",
+    "seconds_per_sequence": "decoding wall time per sequence (s, measured)",
     "steps": "denoising steps",
 }
 #: budget axis of a sweep -> the measured column plotted for it
-AXIS_COLUMN = {"steps": "nfe", "nfe": "nfe", "forward_equivalents": "forward_equivalents", "wall_time": "wall_time_s"}
+AXIS_COLUMN = {"steps": "nfe", "nfe": "nfe", "forward_equivalents": "forward_equivalents",
+               "wall_time": "seconds_per_sequence"}
 
 
 def pareto_mask(x: Sequence[float], y: Sequence[float]) -> list[bool]:

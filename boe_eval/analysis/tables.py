@@ -72,10 +72,10 @@ def _budget_text(b) -> str:
 def rank_marks(values: pd.Series) -> pd.Series:
     """'best' / 'second' for the highest and second-highest values at the displayed precision (ties
     share a mark); NaN gets no mark."""
-    shown = values.map(lambda v: None if pd.isna(v) else round(100 * float(v), 1))
-    distinct = sorted({v for v in shown if v is not None}, reverse=True)
-    marks = {v: m for v, m in zip(distinct, ("best", "second"))}
-    return shown.map(lambda v: marks.get(v) if v is not None else None)
+    shown = {k: round(100 * float(v), 1) for k, v in values.items() if pd.notna(v)}
+    distinct = sorted(set(shown.values()), reverse=True)
+    marks = dict(zip(distinct, ("best", "second")))
+    return pd.Series({k: marks.get(shown[k]) if k in shown else None for k in values.index}, dtype=object)
 
 
 def _cell(score, lo, hi, mark, style: str, at: float | None = None, unit: str = "") -> str:

@@ -14,6 +14,11 @@ Budget axes: `steps` (fixed horizon, every sampler gets `steps = budget`: the pa
 not compute-matched), `nfe` (paper accounting), `forward_equivalents` (a backward counted as
 `backward_cost` forwards), `wall_time` (seconds per sequence, converted with a measured seconds per
 forward-equivalent persisted in `calibration.json`; runs are placed at their measured wall time).
+Budgets are absolute (`budgets: [48, 96]`) or fractions of the generation length
+(`budget_fractions: [0.5]`: T = L/2, so one sweep serves L = 128 and 256).
+
+    boe-eval sweep=<name>                   # every cell in one process, the model loaded once
+    boe-eval -m sweep=<name>                # Hydra multirun: one job per sampler (hydra.sweeper.params)
 """
 
 from __future__ import annotations
@@ -38,8 +43,9 @@ BUDGET_AXES: dict[str, str] = {
     "forward_equivalents": "forward-equivalents per sequence (backward = 2 forwards)",
     "wall_time": "wall time per sequence (s)",
 }
-#: the summary-row column holding each axis' measured compute
-MEASURED_COLUMN = {"steps": "nfe", "nfe": "nfe", "forward_equivalents": "forward_equivalents", "wall_time": "wall_time_s"}
+#: the summary-row column holding each axis' measured compute per sequence
+MEASURED_COLUMN = {"steps": "nfe", "nfe": "nfe", "forward_equivalents": "forward_equivalents",
+                   "wall_time": "seconds_per_sequence"}
 CALIBRATION_FILE = "calibration.json"
 
 
@@ -194,12 +200,22 @@ def read_sweep(cfg: DictConfig) -> SweepConfig:
     axis = raw.get("budget_axis", "nfe")
     if axis not in BUDGET_AXES:
         raise ConfigError(f"sweep.budget_axis={axis!r} is invalid: choose one of {', '.join(BUDGET_AXES)}")
-    budgets = raw.get("budgets") or []
-    if not isinstance(budgets, list) or not budgets:
-        raise ConfigError(f"sweep.budgets={budgets!r} is invalid: give a non-empty list of positive numbers")
-    for b in budgets:
+    budgets, fractions = raw.get("budgets"), raw.get("budget_fractions")
+    if budgets is not None and fractions is not None:
+        raise ConfigError("sweep.budgets and sweep.budget_fractions are both set: give one of them")
+    key = "budget_fractions" if fractions is not None else "budgets"
+    values = fractions if fractions is not None else budgets
+    if not isinstance(values, list) or not values:
+        raise ConfigError(f"sweep.{key}={values!r} is invalid: give a non-empty list of positive numbers")
+    for b in values:
         if isinstance(b, bool) or not isinstance(b, (int, float)) or not b > 0:
-            raise ConfigError(f"sweep.budgets contains {b!r}: budgets must be positive numbers")
+            raise ConfigError(f"sweep.{key} contains {b!r}: budgets must be positive numbers")
+    if fractions is not None:  # budget = fraction x gen_length (e.g. 0.5: the d1 protocol's T = L/2)
+        gen_length = cfg.get("gen_length")
+        if not isinstance(gen_length, int) or gen_length <= 0:
+            raise ConfigError(f"gen_length={gen_length!r} is invalid: it must be a positive integer")
+        budgets = [f * gen_length for f in fractions]
+        budgets = [int(b) if float(b).is_integer() else b for b in budgets]
     entries = []
     for item in raw.get("samplers") or []:
         if isinstance(item, str):
@@ -274,6 +290,7 @@ def _cell_config(cfg: DictConfig, entry: SweepEntry, params: dict, steps: int, s
 def plan_sweep(cfg: DictConfig, seconds_per_forward: float | None = None) -> list[SweepCell]:
     """Every cell of the sweep (after `sweep.only` selection), validated, without loading a model."""
     from boe_eval.harness.cli import build_specs
+    from boe_eval.samplers.base import build_sampler
 
     sweep = read_sweep(cfg)
     gen_length, block_length = _layout(cfg)
@@ -291,10 +308,11 @@ def plan_sweep(cfg: DictConfig, seconds_per_forward: float | None = None) -> lis
                 points = [({**entry.params, rule.adaptive: value}, None, None) for value in entry.grid or []]
             else:
                 points = []
+                resolved = build_sampler(entry.name, **entry.params).params()  # defaults filled in (e.g. k)
                 for budget in sweep.budgets:
                     if sweep.only_budget is not None and budget != sweep.only_budget:
                         continue
-                    a = derive_steps(entry.name, entry.params, budget, sweep.budget_axis, gen_length, block_length,
+                    a = derive_steps(entry.name, resolved, budget, sweep.budget_axis, gen_length, block_length,
                                      backward_cost, seconds_per_forward)
                     points.append((dict(entry.params), budget, a))
             for params, budget, assignment in points:
@@ -307,19 +325,30 @@ def plan_sweep(cfg: DictConfig, seconds_per_forward: float | None = None) -> lis
     return cells
 
 
+def measured_cost(summary: Mapping[str, Any], axis: str) -> float | None:
+    """Mean compute per sequence of a run on a budget axis (wall time: decoding seconds per sequence,
+    the meter's per-sequence share of each model call)."""
+    if axis == "wall_time":
+        n = summary.get("n_examples") or 0
+        seconds = summary.get("decode_time_s")
+        return seconds / n if n and seconds is not None else None
+    return summary.get(MEASURED_COLUMN[axis])
+
+
 def budget_check(cell: SweepCell, summary: Mapping[str, Any]) -> dict[str, Any]:
     """Fields added to every row of a cell: the derived knob, the planned compute and whether the
     measured compute is honest (within one step's cost of the budget; <= budget + one step for
-    samplers that may finish early; adaptive samplers are placed at their measured compute)."""
+    samplers that may finish early; adaptive samplers are placed at their measured compute; a `steps`
+    axis is a fixed horizon, not a compute budget, so it is not checked)."""
     axis = cell.spec.extra["budget_axis"]
-    measured = summary.get(MEASURED_COLUMN[axis])
+    measured = measured_cost(summary, axis)
     out: dict[str, Any] = {
         "sweep.knob": cell.rule.adaptive or "steps",
         "sweep.knob_value": cell.spec.sampler_params.get(cell.rule.adaptive) if cell.rule.adaptive else cell.spec.steps,
         "sweep.measured_cost": measured,
         "sweep.placement": "measured" if (cell.rule.adaptive or axis == "wall_time") else "budget",
     }
-    if cell.assignment is None or measured is None or axis == "wall_time":
+    if cell.assignment is None or measured is None or axis in ("wall_time", "steps"):
         out.update({"sweep.planned_cost": cell.assignment.planned_cost if cell.assignment else None,
                     "sweep.step_cost": cell.assignment.step_cost if cell.assignment else None,
                     "sweep.budget_gap": None, "sweep.within_one_step": None})
