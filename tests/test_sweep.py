@@ -312,3 +312,41 @@ def test_wall_time_axis_uses_one_persisted_calibration(tiny_bert_dir, tmp_path):
     stamps = sorted(f.stat().st_mtime_ns for f in (out / "rows").iterdir())
     run_sweep(cfg)  # a restart reads the same calibration, so it derives the same (complete) cells
     assert sorted(f.stat().st_mtime_ns for f in (out / "rows").iterdir()) == stamps
+
+
+@pytest.mark.parametrize("sweep_name, model", [("paper_table2", "llada_8b_instruct"), ("paper_table3", "llada_1_5")])
+@pytest.mark.parametrize("length", [128, 256])
+def test_paper_table_sweeps_state_the_d1_protocol(tiny_bert_dir, tmp_path, sweep_name, model, length):
+    """Table 2/3 sweeps: block 32, T = L/2 steps for every (registered) sampler, greedy, on the paper's
+    model; the weights are replaced by the tiny model so the plan can be built here."""
+    from boe_eval.samplers import SAMPLERS
+
+    base = [f"sweep={sweep_name}", f"model.path={tiny_bert_dir}", "task=gsm8k", f"gen_length={length}",
+            f"output_dir={tmp_path}"]
+    cfg = compose(base)
+    assert cfg.model.name == model and cfg.block_length == 32 and cfg.temperature == 0.0
+    sweep = read_sweep(cfg)
+    assert [e.name for e in sweep.samplers] == ["confidence", "margin", "entropy", "pc_sampler", "remdm_llada",
+                                                "lookum", "boe"]
+    for entry in sweep.samplers:
+        if entry.name not in SAMPLERS:
+            continue  # sampler not implemented yet: its plan is checked once it registers
+        [cell] = plan_sweep(compose(base + [f"sweep.only.sampler={entry.label}"]))
+        assert (cell.spec.steps, cell.spec.block_length, cell.spec.gen_length) == (length // 2, 32, length)
+        assert cell.spec.lm_eval_task == "gsm8k_d1" and cell.spec.extra["budget_axis"] == "steps"
+
+
+def test_figure4_sweep_is_compute_matched_in_paper_nfe(tiny_bert_dir, tmp_path):
+    from boe_eval.samplers import SAMPLERS
+
+    base = ["sweep=paper_figure4", f"model.path={tiny_bert_dir}", "task=gsm8k", f"output_dir={tmp_path}"]
+    cfg = compose(base)
+    assert (cfg.gen_length, cfg.block_length) == (256, 32)
+    for entry in read_sweep(cfg).samplers:
+        if entry.name not in SAMPLERS or knob_rule(entry.name).adaptive:
+            continue
+        cells = plan_sweep(compose(base + [f"sweep.only.sampler={entry.label}"]))
+        for cell in cells:
+            params = cell.spec.sampler_params
+            per_step = {"boe": 2, "lookum": 1 + params.get("k", 0)}.get(entry.name, 1)
+            assert cell.spec.steps * per_step == cell.budget and cell.spec.steps % 8 == 0

@@ -408,11 +408,13 @@ def load_or_calibrate(results_dir: Path, cfg: DictConfig, load: Callable[[], Any
 
 # --------------------------------------------------------------------------------------------- runner
 def run_sweep(cfg: DictConfig) -> Path:
-    """Evaluate every cell not yet complete (model loaded once), then write the report."""
+    """Evaluate every cell not yet complete (model loaded once), then write the report. Under
+    `accelerate launch` every rank decodes its share of each cell and rank 0 alone writes rows."""
     import torch
 
+    from boe_eval.harness.distributed import data_parallel
     from boe_eval.harness.evaluate import evaluate_cell
-    from boe_eval.harness.results import cell_id, cell_path, is_complete, write_cell
+    from boe_eval.harness.results import cell_id, is_complete, write_cell
     from boe_eval.models.loading import load_denoiser
 
     threads = cfg.get("threads")
@@ -420,30 +422,35 @@ def run_sweep(cfg: DictConfig) -> Path:
         torch.set_num_threads(int(threads))
     sweep = read_sweep(cfg)
     results_dir = Path(cfg.output_dir)
+    dp = data_parallel()
     denoiser = None
 
     def load():
         nonlocal denoiser
         if denoiser is None:
             denoiser = load_denoiser(str(cfg.model.path), dtype=str(cfg.model.get("dtype", "float32")),
-                                     device=str(cfg.model.get("device", "cpu")))
+                                     device=dp.place(str(cfg.model.get("device", "cpu"))))
         return denoiser
 
     seconds_per_forward = None
     if sweep.budget_axis == "wall_time":
         plan_sweep(cfg, seconds_per_forward=1.0)  # bad input fails before the model is loaded
-        seconds_per_forward = load_or_calibrate(results_dir, cfg, load)
+        seconds_per_forward = dp.broadcast_object(load_or_calibrate(results_dir, cfg, load) if dp.is_main else None)
     cells = plan_sweep(cfg, seconds_per_forward)
-    results_dir.mkdir(parents=True, exist_ok=True)
-    progress = bool(cfg.get("progress", True))
+    if dp.is_main:
+        results_dir.mkdir(parents=True, exist_ok=True)
+    progress = bool(cfg.get("progress", True)) and dp.is_main
     for n, cell in enumerate(cells, 1):
         cid = cell_id(cell.spec.identity())
         what = f"{cell.entry.label} budget={cell.budget if cell.budget is not None else '-'} " \
                f"steps={cell.spec.steps} seed={cell.spec.seed}"
-        if is_complete(results_dir, cid):
-            print(f"[boe-eval sweep] {n}/{len(cells)} {what}: complete, skipped")
+        if dp.broadcast_object(is_complete(results_dir, cid) if dp.is_main else None):
+            if dp.is_main:
+                print(f"[boe-eval sweep] {n}/{len(cells)} {what}: complete, skipped")
             continue
         rows = evaluate_cell(cell.spec, load(), cell.sampler, progress=progress)
+        if not dp.is_main:
+            continue
         summary = next(r for r in rows if r["row_type"] == "summary")
         extra = {"sweep": sweep.name, "sweep.order": cell.order, "cell_id": cid, **budget_check(cell, summary)}
         if seconds_per_forward is not None:
@@ -454,18 +461,13 @@ def run_sweep(cfg: DictConfig) -> Path:
         flag = "" if extra["sweep.within_one_step"] in (True, None) else "  (measured compute is off budget!)"
         print(f"[boe-eval sweep] {n}/{len(cells)} {what}: score={summary['score']:.3f} "
               f"nfe={summary['nfe']:.1f}{flag}")
-    if cfg.get("report", True):
+    if dp.is_main and cfg.get("report", True):
         from boe_eval.analysis.report import write_report
 
         written = write_report(results_dir, plot=bool(cfg.get("plot", True)))
         for path in written:
             print(f"[boe-eval sweep] wrote {path}")
     return results_dir
-
-
-def sweep_grid_overrides(cfg: DictConfig) -> str:
-    """The multirun grid of a sweep (`sweep.only.sampler=a,b,...`), one Hydra job per sampler."""
-    return "sweep.only.sampler=" + ",".join(e.label for e in read_sweep(cfg).samplers)
 
 
 __all__ = [
