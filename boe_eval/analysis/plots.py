@@ -108,13 +108,19 @@ def plot_pareto(points, stem: str | Path, x: str = "nfe", title: str | None = No
         fx, fy = xs_all[on], ys_all[on]
         if len(fx):
             order = np.argsort(fx, kind="stable")
-            ax.step(fx[order], fy[order], where="post", color="black", lw=2.2, alpha=0.35, zorder=0,
+            ax.step(fx[order], fy[order], where="post", color="black", lw=2.4, alpha=0.45, zorder=0,
                     label="Pareto frontier")
             ax.scatter(fx, fy, s=110, facecolors="none", edgecolors="black", lw=1.2, zorder=5)
         finite = xs_all[np.isfinite(xs_all) & (xs_all > 0)]
         if len(finite) and finite.max() / finite.min() >= 4:
             ax.set_xscale("log", base=2)
             ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        budgets = sorted(set(pd_numeric(panel["budget"])[np.isfinite(pd_numeric(panel["budget"]))]))
+        axis_of_budgets = {AXIS_COLUMN.get(str(a)) for a in panel["budget_axis"].dropna().unique()}
+        if budgets and axis_of_budgets == {x} and len(budgets) <= 12:
+            ax.set_xticks(budgets)  # ticks at the assigned budgets
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
         metric = str(panel["primary_metric"].iloc[0]) if "primary_metric" in panel else "score"
         ax.set_xlabel(X_LABELS.get(x, x), fontsize=8)
         ax.set_ylabel(f"{metric} (%), 95% CI", fontsize=9)
