@@ -47,6 +47,13 @@ def summary_frame(rows: pd.DataFrame) -> pd.DataFrame:
     if "cell_id" in examples and not examples.empty:
         for cid, group in examples.groupby("cell_id"):
             cis[cid] = accuracy_ci(group["score"].tolist())
+        if {"nfe_to_stop", "nfe"} <= set(examples):
+            # EB-Sampler generate-until NFE: a sequence that never meets its stop condition counts its full NFE
+            to_stop = pd.to_numeric(examples["nfe_to_stop"], errors="coerce").fillna(
+                pd.to_numeric(examples["nfe"], errors="coerce"))
+            means = to_stop.groupby(examples["cell_id"]).mean()
+            known = summaries["cell_id"].isin(means.index)
+            summaries.loc[known, "nfe_to_stop"] = summaries.loc[known, "cell_id"].map(means)
     lows, highs, methods = [], [], []
     for _, row in summaries.iterrows():
         ci = cis.get(row.get("cell_id"))
