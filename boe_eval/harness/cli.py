@@ -49,9 +49,10 @@ def _required(cfg: DictConfig, key: str, group: str) -> Any:
 def build_specs(cfg: DictConfig) -> list[tuple[Any, Any]]:
     """Validate the composed config and return [(CellSpec, Sampler)] without loading any model."""
     from boe_eval.harness.evaluate import CellSpec, check_task
-    from boe_eval.models.loading import read_config
+    from boe_eval.harness.schema import check_model_dir, check_task_data, validate_job
     from boe_eval.samplers.base import build_sampler
 
+    validate_job(cfg)  # types and ranges of every field (issue 8 schema)
     limit = _positive_int_or_none("limit", cfg.limit)
     batch_size = _positive_int_or_none("batch_size", cfg.batch_size)
     if batch_size is None:
@@ -60,11 +61,13 @@ def build_specs(cfg: DictConfig) -> list[tuple[Any, Any]]:
     block_length = cfg.block_length if cfg.block_length is not None else gen_length
     DecodeConfig(gen_length=gen_length, steps=steps, block_length=block_length, temperature=cfg.temperature).validate()
     model_path = str(_required(cfg, "model.path", "model"))
-    read_config(model_path)  # missing or corrupt model directory: one-line error before loading
+    check_model_dir(model_path)  # missing or corrupt model directory: one-line error before loading
     task_name = str(_required(cfg, "task.name", "task"))
     lm_task = str(_required(cfg, "task.lm_eval_task", "task"))
     include = tuple(str(p) for p in (OmegaConf.select(cfg, "task.include_paths", default=None) or []))
     check_task(lm_task, include)
+    # missing data files, unreported primary metric: one-line error before loading the model
+    check_task_data(lm_task, include, str(_required(cfg, "task.primary_metric", "task")))
     members = OmegaConf.select(cfg, "sampler.members", default=None)
     raw_params = OmegaConf.select(cfg, "sampler.params", default=None)
     params = OmegaConf.to_container(raw_params, resolve=True) if raw_params is not None else {}
@@ -176,7 +179,27 @@ def _hydra_entry(cfg: DictConfig) -> None:
         sys.exit(2)
 
 
+def check(cfg: DictConfig) -> None:
+    """Validate one composed job without loading a model (a sweep validates its own plan later)."""
+    if OmegaConf.select(cfg, "sweep", default=None) is not None:
+        from boe_eval.harness.schema import validate_job
+        from boe_eval.harness.sweep import read_sweep
+
+        validate_job(cfg)
+        read_sweep(cfg)
+    else:
+        build_specs(cfg)
+
+
 def main() -> None:
+    from boe_eval.harness.schema import preflight
+
+    # every job of the command line (each cell of a -m grid) is validated before Hydra runs any
+    try:
+        preflight(sys.argv[1:], CONFIG_DIR, check)
+    except ConfigError as err:
+        print(f"boe-eval: error: {err}", file=sys.stderr)
+        sys.exit(2)
     _hydra_entry()
 
 

@@ -29,6 +29,7 @@ from lm_eval.api.registry import register_model
 from boe_eval.decoding.loop import DecodeConfig, cut_at_stop, generate_batched, generation_text
 from boe_eval.decoding.schedule import ConfigError
 from boe_eval.harness.distributed import data_parallel
+from boe_eval.harness.schema import check_sampler_params
 from boe_eval.models.denoiser import Denoiser
 from boe_eval.models.loading import load_denoiser
 from boe_eval.samplers.base import Sampler, build_sampler
@@ -114,7 +115,9 @@ class BoeLM(LM):
         if isinstance(sampler, Sampler):
             self.sampler = sampler
         else:
-            self.sampler = build_sampler(str(sampler), **{k: _coerce(v) for k, v in sampler_params.items()})
+            params = {k: _coerce(v) for k, v in sampler_params.items()}
+            check_sampler_params(str(sampler), params, prefix="model_args")
+            self.sampler = build_sampler(str(sampler), **params)
         self.gen_length = None if gen_length is None else int(_coerce(gen_length))
         self.steps = None if steps is None else int(_coerce(steps))
         self.block_length = None if block_length is None else int(_coerce(block_length))

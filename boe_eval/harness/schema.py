@@ -1,0 +1,393 @@
+"""What a valid `boe-eval` job is, and how bad input becomes one clear line (issue 8).
+
+The schema is a tree of dataclasses (job -> model / sampler / task groups); OmegaConf's structured
+configs type-check the composed config against it, then each dataclass checks its ranges. Every
+failure is a `ConfigError` whose single line names the field, the bad value and what is allowed.
+`preflight` composes every job of a command line (each cell of a `-m` grid) and validates it before
+Hydra starts any job or launcher, so a bad cell stops the whole grid before a model is loaded and
+before a row is written; Hydra's own composition errors (unknown group option, misspelt key,
+unparsable override) are translated into the same one-line form.
+
+The schema validates the composed config rather than being Hydra's composition schema, so the
+config groups can gain keys (sweeps, launchers) without every key first being declared here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import re
+import types
+import typing
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from boe_eval.decoding.schedule import ConfigError, validate_layout
+
+
+def _allowed(default: Any = MISSING, allowed: str = "", **kwargs: Any) -> Any:
+    """A schema field; `allowed` says in words which values are valid (used in error lines)."""
+    if "default_factory" in kwargs:
+        return field(metadata={"allowed": allowed}, **kwargs)
+    return field(default=default, metadata={"allowed": allowed})
+
+
+DEVICE_PATTERN = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
+
+
+@dataclass
+class ModelSchema:
+    path: str = _allowed(allowed="a local model directory (or builtin:<name>)")
+    name: str | None = _allowed(None, "a string")
+    dtype: str = _allowed("float32", "one of float32, float16, bfloat16")
+    device: str = _allowed("cpu", "cpu, cuda, cuda:<index> or mps")
+
+    def check(self) -> None:
+        from boe_eval.models.loading import DTYPES
+
+        if not self.path.strip():
+            raise ConfigError("model.path='' is invalid: it must be a local model directory (or builtin:<name>)")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"model.dtype={self.dtype!r} is invalid: it must be one of {', '.join(DTYPES)}")
+        if not DEVICE_PATTERN.match(self.device):
+            raise ConfigError(f"model.device={self.device!r} is invalid: it must be cpu, cuda, cuda:<index> or mps")
+
+
+@dataclass
+class SamplerSchema:
+    name: str = _allowed(allowed="a registered sampler name")
+    params: dict[str, Any] = _allowed(allowed="a mapping of the sampler's parameters", default_factory=dict)
+    members: list[str] | None = _allowed(None, "a list of registered sampler names")
+
+    def check(self) -> None:
+        from boe_eval.samplers.base import SAMPLERS, build_sampler
+
+        build_sampler  # noqa: B018  (importing it registers every sampler module)
+        known = ", ".join(sorted(SAMPLERS))
+        if self.members and self.params:
+            raise ConfigError(
+                f"sampler.params={self.params} is invalid with the comparison config {self.name!r}: "
+                "choose one sampler (e.g. sampler=confidence) to set its parameters"
+            )
+        for i, member in enumerate(self.members or []):
+            if member not in SAMPLERS:
+                raise ConfigError(f"sampler.members[{i}]={member!r} is unknown: choose from {known}")
+        if not self.members:
+            if self.name not in SAMPLERS:
+                raise ConfigError(f"sampler={self.name!r} is unknown: choose one of {known}")
+            check_sampler_params(self.name, self.params, prefix="sampler.params")
+
+
+@dataclass
+class TaskSchema:
+    name: str = _allowed(allowed="a string")
+    lm_eval_task: str = _allowed(allowed="an lm-eval task name")
+    primary_metric: str = _allowed(allowed="a metric the task reports")
+    gen_length: int | None = _allowed(None, "a positive integer")
+    steps: int | None = _allowed(None, "a positive integer")
+    block_length: int | None = _allowed(None, "a positive integer dividing gen_length (or null)")
+    include_paths: list[str] = _allowed(allowed="a list of folders with lm-eval task YAMLs", default_factory=list)
+
+
+@dataclass
+class JobSchema:
+    model: ModelSchema = field(default_factory=ModelSchema)
+    sampler: SamplerSchema = field(default_factory=SamplerSchema)
+    task: TaskSchema = field(default_factory=TaskSchema)
+    limit: int | None = _allowed(None, "a positive integer (or null for all examples)")
+    gen_length: int = _allowed(allowed="a positive integer")
+    steps: int = _allowed(allowed="a positive integer, at most gen_length, a multiple of the number of blocks")
+    block_length: int | None = _allowed(None, "a positive integer dividing gen_length (or null = gen_length)")
+    temperature: float = _allowed(0.0, "a number >= 0 (0 = greedy)")
+    batch_size: int = _allowed(16, "a positive integer")
+    seed: int = _allowed(1234, "an integer in [0, 2**32 - 1] (numpy's seed range)")
+    early_stop: bool = _allowed(False, "true or false")
+    record_trajectory: bool = _allowed(False, "true or false")
+    plot: bool = _allowed(True, "true or false")
+    progress: bool = _allowed(True, "true or false")
+    threads: int | None = _allowed(None, "a positive integer (or null for torch's default)")
+
+    def check(self) -> None:
+        for name in ("limit", "batch_size", "threads"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"{name}={value!r} is invalid: it must be {_allowed_text(JobSchema, name)}")
+        if not math.isfinite(self.temperature) or self.temperature < 0:
+            raise ConfigError(f"temperature={self.temperature!r} is invalid: it must be >= 0 (0 = greedy)")
+        if not 0 <= self.seed < 2**32:
+            raise ConfigError(f"seed={self.seed!r} is invalid: it must be an integer in [0, 2**32 - 1] (numpy's seed range)")
+        validate_layout(self.gen_length, self.block_length, self.steps)
+        self.model.check()
+        self.sampler.check()
+
+
+def _allowed_text(cls: type, name: str) -> str:
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            return f.metadata.get("allowed", "")
+    return ""
+
+
+def _schema_paths(cls: type, prefix: str = "") -> dict[str, str]:
+    """{dotted key: allowed text} for every leaf field of a schema dataclass."""
+    out: dict[str, str] = {}
+    for f in dataclasses.fields(cls):
+        hint = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(hint):
+            out.update(_schema_paths(hint, f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = f.metadata.get("allowed", "")
+    return out
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0].strip() if text else type(err).__name__
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+def validate_job(cfg: DictConfig) -> JobSchema:
+    """Type- and range-check a composed job config against `JobSchema` (no model, no data)."""
+    allowed = _schema_paths(JobSchema)
+    given: dict[str, Any] = {}
+    for key in allowed:
+        try:
+            value = OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=True)
+        except OmegaConfBaseException as err:
+            raise ConfigError(f"{key} cannot be resolved: {_first_line(err)}") from None
+        if value is not None:
+            given[key] = _plain(value)
+    nested: dict[str, Any] = {}
+    for key, value in given.items():
+        node = nested
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(JobSchema), nested)
+        job = OmegaConf.to_object(typed)
+    except OmegaConfBaseException as err:
+        key = str(err.full_key or err.key or "")
+        if "missing mandatory value" in str(err):
+            group = key.split(".")[0]
+            raise ConfigError(f"{key} is missing: the {group} config must set it ({allowed.get(key, '')})") from None
+        shown = given.get(key, "?")
+        raise ConfigError(f"{key}={shown!r} is invalid: it must be {allowed.get(key) or _first_line(err)}") from None
+    job.check()
+    return job
+
+
+# ---------------------------------------------------------------------------------- sampler params
+def _simple_type(hint: Any) -> tuple[tuple[type, ...], bool] | None:
+    """(accepted types, optional) for int/float/bool/str (optionally `| None`); None otherwise."""
+    optional = False
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(hint))
+        if len(args) != 1:
+            return None
+        hint = args[0]
+    if hint is float:
+        return (int, float), optional
+    if hint in (int, bool, str):
+        return (hint,), optional
+    return None
+
+
+_TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def check_sampler_params(name: str, params: dict[str, Any], prefix: str = "sampler.params") -> None:
+    """Check parameter names and simple types against the sampler's config dataclass, then the
+    config's own `validate()` (ranges such as BoE's rho in (0, 1])."""
+    from boe_eval.samplers.base import SAMPLERS, build_sampler
+
+    if name not in SAMPLERS:
+        build_sampler(name)  # raises the one-line "unknown sampler" error
+    config_cls = SAMPLERS[name][1]
+    hints = typing.get_type_hints(config_cls)
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    for key, value in params.items():
+        if key not in fields:
+            allowed = ", ".join(sorted(fields)) or "none"
+            raise ConfigError(f"sampler {name!r} has no parameter {key!r}: its parameters are {allowed}")
+        simple = _simple_type(hints.get(key))
+        if simple is None:
+            continue
+        accepted, optional = simple
+        if value is None and optional:
+            continue
+        if isinstance(value, bool) and bool not in accepted or not isinstance(value, accepted):
+            words = _TYPE_WORDS[accepted[-1]] + (" (or null)" if optional else "")
+            raise ConfigError(f"{prefix}.{key}={value!r} is invalid: sampler {name!r} needs {words}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{prefix}.{key}={value!r} is invalid: it must be a finite number")
+    build_sampler(name, **params)  # the config's validate(): ranges
+
+
+# ---------------------------------------------------------------------------------- model and data
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+
+
+def check_model_dir(path: str) -> None:
+    """A missing or corrupt model directory fails here, before any weights are read: config.json
+    must parse, and safetensors weights (single or sharded) must exist with readable headers."""
+    from safetensors import safe_open
+
+    from boe_eval.models.loading import read_config, resolve_model_path
+
+    read_config(path)
+    folder = resolve_model_path(path)
+    index = folder / "model.safetensors.index.json"
+    shards: list[Path] = []
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ConfigError(f"{index} is corrupt: {_first_line(err)}; re-download the model") from None
+        shards = [folder / name for name in sorted(set(weight_map.values()))]
+        for shard in shards:
+            if not shard.is_file():
+                raise ConfigError(f"model path {str(folder)!r} lacks the weight shard {shard.name!r} named in {index.name}")
+    elif (folder / "model.safetensors").is_file():
+        shards = [folder / "model.safetensors"]
+    elif not any(p.suffix in WEIGHT_SUFFIXES for p in folder.iterdir()):
+        raise ConfigError(f"model path {str(folder)!r} has no weights ({', '.join(WEIGHT_SUFFIXES)} files): "
+                          "not a complete model directory")
+    for shard in shards:
+        try:
+            with safe_open(str(shard), framework="pt") as handle:
+                handle.keys()
+        except Exception as err:  # safetensors raises its own error types for a bad header
+            raise ConfigError(f"weights file {str(shard)!r} is corrupt ({_first_line(err)}): re-download the model") from None
+
+
+@functools.lru_cache(maxsize=32)
+def check_task_data(name: str, include_paths: tuple[str, ...] = (), primary_metric: str | None = None) -> None:
+    """Build the lm-eval task, which reads its data: a missing or unreadable data file fails here,
+    before the model loads; so does a `primary_metric` that the task does not report."""
+    from boe_eval.harness.evaluate import task_manager
+
+    try:
+        loaded = task_manager(include_paths).load([name])
+    except ConfigError:
+        raise
+    except Exception as err:  # datasets / lm-eval raise many types for missing or unreadable data
+        raise ConfigError(f"task {name!r} could not load its data: {_first_line(err)}") from None
+    if primary_metric is None:
+        return
+    for task_name, task in loaded.get("tasks", {}).items():
+        reported = list(task.aggregation())
+        if primary_metric not in reported:
+            raise ConfigError(f"task.primary_metric={primary_metric!r} is not reported by task {task_name!r}: "
+                              f"it reports {', '.join(reported)}")
+
+
+# ---------------------------------------------------------------------------------- command line
+_SKIP_FLAGS = ("help", "hydra_help", "cfg", "info", "shell_completion", "experimental_rerun", "config_path",
+               "config_dir", "version")
+
+
+def _hydra_error(err: Exception, overrides: Sequence[str], compose: Callable[[list[str]], DictConfig]) -> ConfigError:
+    """One line for a Hydra composition error."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+
+    if isinstance(err, MissingConfigException) and getattr(err, "missing_cfg_file", None):
+        group, _, choice = str(err.missing_cfg_file).rpartition("/")
+        options = ", ".join(getattr(err, "options", None) or []) or "none"
+        if group:
+            return ConfigError(f"{group}={choice!r} is unknown: choose one of {options}")
+    if isinstance(err, OverrideParseException):
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        parser = OverridesParser.create()
+        for text in overrides:
+            try:
+                parser.parse_overrides([text])
+            except OverrideParseException as bad:
+                return ConfigError(f"the override {text!r} cannot be parsed: {_first_line(bad)}")
+    match = re.match(r"Could not (?:override|append to config) '([^']+)'", str(err))
+    if match:
+        key = match.group(1)
+        text = next((o for o in overrides if o.lstrip("+~").split("=")[0] == key), key)
+        parent, _, leaf = key.rpartition(".")
+        try:
+            base = compose([o for o in overrides if o != text])
+            node = OmegaConf.select(base, parent) if parent else base
+            known = ", ".join(str(k) for k in node.keys()) if isinstance(node, DictConfig) else ""
+        except Exception:  # the listing is a courtesy; the error line stands without it
+            known = ""
+        where = f"{parent}." if parent else ""
+        hint = f": the settings of {parent or 'the job'} are {known}" if known else ""
+        return ConfigError(f"{text!r} is invalid: {where}{leaf} is not a setting{hint} (add a new key with +{text.lstrip('+')})")
+    return ConfigError(_first_line(err))
+
+
+def preflight(argv: Sequence[str], config_dir: Path, validate: Callable[[DictConfig], Any],
+              config_name: str = "config") -> int:
+    """Compose and validate every job the command line asks for (each cell of a `-m` grid of
+    command-line sweeps) before Hydra runs any. Returns the number of jobs checked (0 when the
+    command only asks Hydra for help or a config dump)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        args = get_args_parser().parse_args(list(argv))
+    except SystemExit:
+        return 0  # argparse already printed its usage error; Hydra will print it again
+    if any(getattr(args, flag, None) for flag in _SKIP_FLAGS):
+        return 0
+    name = args.config_name or config_name
+
+    def compose(overrides: list[str]) -> DictConfig:
+        with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+            return hydra_compose(config_name=name, overrides=overrides)
+
+    overrides = list(args.overrides)
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+        jobs = BasicSweeper.split_arguments(parsed, None)[0] if args.multirun else [overrides]
+    except HydraException as err:
+        raise _hydra_error(err, overrides, compose) from None
+    configs = []
+    for job in jobs:
+        try:
+            configs.append(compose(job))
+        except (HydraException, OmegaConfBaseException) as err:
+            raise _hydra_error(err, job, compose) from None
+    for cfg in configs:  # the cheap checks of every cell first, then the ones that read files
+        validate_job(cfg)
+    for cfg in configs:
+        validate(cfg)
+    return len(jobs)
+
+
+__all__ = [
+    "JobSchema",
+    "ModelSchema",
+    "SamplerSchema",
+    "TaskSchema",
+    "check_model_dir",
+    "check_sampler_params",
+    "check_task_data",
+    "preflight",
+    "validate_job",
+]
