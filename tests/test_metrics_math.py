@@ -175,3 +175,13 @@ def test_bad_timeout_is_a_clear_error():
 
     with pytest.raises(ConfigError, match="timeout_s=0"):
         MathVerifier(timeout_s=0)
+
+
+def test_a_worker_that_cannot_start_is_a_clear_error(monkeypatch):
+    import sys
+
+    monkeypatch.setattr(sys, "executable", "/bin/true")  # exits at once, like a missing math-verify
+    verifier = MathVerifier(timeout_s=5.0)
+    with pytest.raises(RuntimeError, match="exited at start"):
+        verifier.equal("1", "1")
+    verifier.close()

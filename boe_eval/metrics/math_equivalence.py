@@ -144,7 +144,11 @@ class MathVerifier:
         try:
             ready = self._read_line(time.monotonic() + self.startup_timeout_s)
         except EOFError:
-            ready = None
+            self._kill()
+            raise RuntimeError(
+                "the math-verify worker exited at start: `python -c 'import math_verify'` shows why "
+                "(install math-verify[antlr4_9_3])"
+            ) from None
         if ready != b"ready":
             self._kill()
             raise RuntimeError(f"the math-verify worker did not start within {self.startup_timeout_s:.0f} s")
