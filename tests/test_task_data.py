@@ -218,6 +218,8 @@ def test_process_results_reports_the_declared_metrics_and_stops_are_declared(tas
     for name, task in loaded.items():
         declared = [m["metric"] for m in task.config.metric_list]
         assert task.config.generation_kwargs["until"], name
+        # the adapter cuts text at max_gen_toks: it must not cut the protocol's longest runs
+        assert task.config.generation_kwargs["max_gen_toks"] >= (1024 if name.endswith("_base") else 512), name
         for doc in list(task.eval_docs)[:3]:
             scores = task.process_results(doc, [_reference_response(name, doc)])
             assert list(scores) == declared, name
