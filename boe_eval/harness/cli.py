@@ -180,13 +180,11 @@ def _hydra_entry(cfg: DictConfig) -> None:
 
 
 def check(cfg: DictConfig) -> None:
-    """Validate one composed job without loading a model (a sweep validates its own plan later)."""
+    """Validate one composed job without loading a model (a sweep: every one of its cells)."""
     if OmegaConf.select(cfg, "sweep", default=None) is not None:
-        from boe_eval.harness.schema import validate_job
-        from boe_eval.harness.sweep import read_sweep
+        from boe_eval.harness.sweep import plan_sweep
 
-        validate_job(cfg)
-        read_sweep(cfg)
+        plan_sweep(cfg, seconds_per_forward=1.0)  # (a wall-time sweep's real calibration comes later)
     else:
         build_specs(cfg)
 
