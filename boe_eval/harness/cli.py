@@ -101,6 +101,7 @@ def build_specs(cfg: DictConfig) -> list[tuple[Any, Any]]:
             device=str(cfg.model.get("device", "cpu")),
             include_paths=list(include),
             confirm_run_unsafe_code=bool(cfg.get("confirm_run_unsafe_code", True)),
+            apply_chat_template=bool(cfg.model.get("chat_template", False)),
         )
         specs.append((spec, sampler))
     return specs

@@ -46,6 +46,8 @@ class CellSpec:
     device: str = "cpu"
     include_paths: list[str] = field(default_factory=list)
     confirm_run_unsafe_code: bool = True
+    #: wrap prompts in the tokenizer's chat template (instruction models; the d1 protocol)
+    apply_chat_template: bool = False
     extra: dict[str, Any] = field(default_factory=dict)  #: e.g. sweep budget fields, kept in rows
 
     def identity(self) -> dict[str, Any]:
@@ -63,6 +65,7 @@ class CellSpec:
             "limit": self.limit,
             "early_stop": self.early_stop,
             "dtype": self.dtype,
+            **({"apply_chat_template": True} if self.apply_chat_template else {}),
             **{f"extra.{k}": v for k, v in self.extra.items()},
         }
 
@@ -134,6 +137,7 @@ def evaluate_cell(spec: CellSpec, denoiser: Denoiser, sampler: Sampler, progress
         torch_random_seed=spec.seed,
         fewshot_random_seed=spec.seed,
         confirm_run_unsafe_code=spec.confirm_run_unsafe_code,
+        apply_chat_template=spec.apply_chat_template,
         bootstrap_iters=0,
         verbosity="ERROR",
     )
@@ -157,6 +161,7 @@ def evaluate_cell(spec: CellSpec, denoiser: Denoiser, sampler: Sampler, progress
         "limit": spec.limit,
         "batch_size": spec.batch_size,
         "early_stop": spec.early_stop,
+        "apply_chat_template": spec.apply_chat_template,
         **spec.extra,
         **runtime_facts(),
     }

@@ -151,8 +151,13 @@ class BoeLM(LM):
         return getattr(self.tokenizer, "chat_template", None) or ""
 
     def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        # a prefilled assistant turn (lm-eval's gen_prefix, e.g. d1's "<reasoning>") is continued,
+        # not closed, exactly as lm-eval's HF backend does
         return self.tokenizer.apply_chat_template(
-            chat_history, tokenize=False, add_generation_prompt=add_generation_prompt
+            chat_history,
+            tokenize=False,
+            add_generation_prompt=add_generation_prompt,
+            continue_final_message=not add_generation_prompt,
         )
 
     # ------------------------------------------------------------------ data parallel

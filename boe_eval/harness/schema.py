@@ -48,6 +48,7 @@ class ModelSchema:
     name: str | None = _allowed(None, "a string")
     dtype: str = _allowed("float32", "one of float32, float16, bfloat16")
     device: str = _allowed("cpu", "cpu, cuda, cuda:<index> or mps")
+    chat_template: bool = _allowed(False, "true or false (wrap prompts in the tokenizer's chat template)")
 
     def check(self) -> None:
         from boe_eval.models.loading import DTYPES
@@ -94,6 +95,7 @@ class TaskSchema:
     steps: int | None = _allowed(None, "a positive integer")
     block_length: int | None = _allowed(None, "a positive integer dividing gen_length (or null)")
     include_paths: list[str] = _allowed(allowed="a list of folders with lm-eval task YAMLs", default_factory=list)
+    limit: int | None = _allowed(None, "a positive integer: the task's default number of examples (or null)")
 
 
 @dataclass
