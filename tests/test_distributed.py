@@ -90,6 +90,33 @@ def test_single_process_collectives_are_noops_and_never_touch_an_accelerator():
         assert state.place("cuda") == "cuda" and state.place("cpu") == "cpu"
 
 
+def test_submitit_tasks_of_one_job_become_one_data_parallel_run(monkeypatch):
+    """hydra-submitit-launcher with tasks_per_node=2: task 1 of job 77 gets rank 1 of 2 (the values
+    submitit's local executor sets for its second task), GPUs are left visible."""
+    from boe_eval.harness.distributed import export_submitit_environment, launched_world_size
+
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    local = {"SUBMITIT_EXECUTOR": "local", "SUBMITIT_LOCAL_JOB_ID": "77", "SUBMITIT_LOCAL_NTASKS": "2",
+             "SUBMITIT_LOCAL_JOB_NUM_NODES": "1", "SUBMITIT_LOCAL_NODEID": "0", "SUBMITIT_LOCAL_GLOBALID": "1",
+             "SUBMITIT_LOCAL_LOCALID": "1"}
+    for name, value in local.items():
+        monkeypatch.setenv(name, value)
+    export_submitit_environment()
+    assert (os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["LOCAL_RANK"]) == ("1", "2", "1")
+    assert os.environ["MASTER_ADDR"] and os.environ["MASTER_PORT"].isdigit()
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,1" and launched_world_size() == 2
+    # a single-task job stays a plain single-process run
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("SUBMITIT_LOCAL_NTASKS", "1")
+    monkeypatch.setenv("SUBMITIT_LOCAL_GLOBALID", "0")
+    monkeypatch.setenv("SUBMITIT_LOCAL_LOCALID", "0")
+    export_submitit_environment()
+    assert "WORLD_SIZE" not in os.environ and launched_world_size() == 1
+
+
 def test_adapter_reports_single_process_rank_and_gathers_nothing(tiny_bert):
     from boe_eval.harness.lm_adapter import BoeLM
 

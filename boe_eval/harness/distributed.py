@@ -86,10 +86,24 @@ def launched_world_size() -> int:
     return 1
 
 
+def export_submitit_environment() -> None:
+    """Inside a submitit job with several tasks (hydra-submitit-launcher `tasks_per_node=N`), export
+    the torch.distributed variables (RANK, WORLD_SIZE, MASTER_ADDR, ...) from submitit's job
+    environment, so the N tasks of one grid cell form one data-parallel run. Every GPU of the node
+    stays visible (accelerate puts rank r on cuda:<local rank>)."""
+    if not os.environ.get("SUBMITIT_EXECUTOR") or "WORLD_SIZE" in os.environ:
+        return
+    import submitit
+
+    if submitit.JobEnvironment().num_tasks > 1:
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+
+
 @functools.lru_cache(maxsize=1)
 def data_parallel() -> DataParallel:
     """The process group of this run, initialised once (gloo on CPU, NCCL on GPUs, as accelerate
     chooses). Without a multi-process launcher no accelerator is created."""
+    export_submitit_environment()
     if launched_world_size() <= 1:
         return DataParallel()
     from accelerate import Accelerator
@@ -112,4 +126,4 @@ def data_parallel() -> DataParallel:
     )
 
 
-__all__ = ["DataParallel", "data_parallel", "launched_world_size"]
+__all__ = ["DataParallel", "data_parallel", "export_submitit_environment", "launched_world_size"]
