@@ -68,9 +68,9 @@ class SamplerSchema:
     members: list[str] | None = _allowed(None, "a list of registered sampler names")
 
     def check(self) -> None:
-        from boe_eval.samplers.base import SAMPLERS, build_sampler
+        import boe_eval.samplers  # noqa: F401  (registers every sampler module)
+        from boe_eval.samplers.base import SAMPLERS
 
-        build_sampler  # noqa: B018  (importing it registers every sampler module)
         known = ", ".join(sorted(SAMPLERS))
         if self.members and self.params:
             raise ConfigError(
@@ -216,6 +216,7 @@ _TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str:
 def check_sampler_params(name: str, params: dict[str, Any], prefix: str = "sampler.params") -> None:
     """Check parameter names and simple types against the sampler's config dataclass, then the
     config's own `validate()` (ranges such as BoE's rho in (0, 1])."""
+    import boe_eval.samplers  # noqa: F401  (registers every sampler module)
     from boe_eval.samplers.base import SAMPLERS, build_sampler
 
     if name not in SAMPLERS:
