@@ -70,27 +70,48 @@ def load_masked_lm(path: str | Path, dtype: torch.dtype = torch.float32, device:
         raise ConfigError(f"model at {str(path)!r} has a tokenizer without a mask token: not a masked LM")
     model = AutoModelForMaskedLM.from_pretrained(str(path), dtype=dtype).to(device)
     forbidden = [i for i in (tokenizer.pad_token_id, tokenizer.cls_token_id, tokenizer.unk_token_id) if i is not None]
-    return Denoiser(
-        model,
-        tokenizer,
-        mask_id=tokenizer.mask_token_id,
-        forbidden_ids=forbidden,
-        honours_padding_mask=True,
-        name=str(path),
-    )
+    return Denoiser(model, tokenizer, mask_id=tokenizer.mask_token_id, forbidden_ids=forbidden, name=str(path))
+
+
+def load_remote_code_model(
+    path: str | Path, dtype: torch.dtype, device: str, auto_classes: tuple[str, ...] = ("AutoModel",)
+):
+    """A model whose code ships in its directory (`auto_map` in config.json), loaded with
+    `trust_remote_code=True` through the first of `auto_classes` that its `auto_map` names."""
+    import transformers
+
+    auto_map = read_config(path).get("auto_map") or {}
+    names = [name for name in auto_classes if name in auto_map] or [auto_classes[0]]
+    auto_class = getattr(transformers, names[0])
+    model = auto_class.from_pretrained(str(path), dtype=dtype, trust_remote_code=True)
+    return model.to(device).eval()
+
+
+def load_tokenizer(path: str | Path):
+    """The tokenizer saved in the model directory (its own code allowed: Dream ships one)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path), trust_remote_code=True)
 
 
 def load_denoiser(path: str | Path, dtype: str | torch.dtype = "float32", device: str = "cpu") -> Denoiser:
-    """Load the denoiser stored in the local directory `path`."""
+    """Load the denoiser stored in the local directory `path`; `honours_padding_mask` is measured by a
+    probe (boe_eval.models.padding_probe), whatever the architecture claims."""
+    from safetensors import SafetensorError
+
+    from boe_eval.models.padding_probe import honours_padding_mask
+
     path = resolve_model_path(path)
     config = read_config(path)
     dtype = resolve_dtype(dtype)
     model_type = str(config.get("model_type", "")).lower()
     loader = LOADERS.get(model_type, load_masked_lm)
     try:
-        return loader(path, dtype=dtype, device=device)
-    except (OSError, ValueError) as err:
+        denoiser = loader(path, dtype=dtype, device=device)
+    except (OSError, ValueError, ImportError, SafetensorError) as err:
         if isinstance(err, ConfigError):
             raise
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"could not load the model in {str(path)!r}: {first}") from err
+    denoiser.honours_padding_mask = honours_padding_mask(denoiser)
+    return denoiser

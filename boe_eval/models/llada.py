@@ -1,0 +1,126 @@
+"""LLaDA (GSAI-ML/LLaDA-8B-Base, LLaDA-8B-Instruct, LLaDA-1.5) behind the Denoiser contract.
+
+The hub remote code (`modeling_llada.py`, loaded with `AutoModel` + `trust_remote_code`) wraps `LLaDAModel` in
+`LLaDAModelLM`, whose `forward(input_ids, inputs_embeds, attention_mask, ...)` hands `inputs_embeds` on as
+`LLaDAModel.forward(..., input_embeddings=...)`. Its logits are aligned with the input (no shift). The hub
+code as measured (transformers 4.57) builds an attention bias from `attention_mask` but never applies it, so
+padded positions are attended to: the load-time probe (boe_eval.models.padding_probe) then reports False and
+the loop batches only prompts of equal length. Token ids (REFERENCES.md section 1): mask 126336, EOS/pad
+`<|endoftext|>` 126081, end of turn `<|eot_id|>` 126348.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from boe_eval.decoding.schedule import ConfigError
+from boe_eval.models.denoiser import Denoiser
+from boe_eval.models.loading import LOADERS, load_remote_code_model, load_tokenizer
+
+#: LLaDA's mask token `<|mdm_mask|>` (hard-coded as `mask_id=126336` in LLaDA's generate.py)
+DEFAULT_MASK_ID = 126336
+MASK_TOKEN = "<|mdm_mask|>"
+#: EOS (126081) and end of turn (126348): predicted, but given -inf confidence (LLaDA's
+#: `confidence_eos_eot_inf` as intended, REFERENCES.md 1.4 / pitfall 1)
+SUPPRESSED_TOKENS = ("<|endoftext|>", "<|eot_id|>")
+
+
+class LLaDADenoiser(Denoiser):
+    """LLaDA's `LLaDAModelLM`: logits aligned with the input, time-independent (`timestep` is ignored).
+
+    Module paths inside `self.model` (an `LLaDAModelLM`), for ActiveQueryAttention and inspection:
+    input embedding `model.transformer.wte`; attention output projection of layer i
+    `model.transformer.blocks[i].attn_out` (`model.transformer.block_groups[g][j].attn_out` when the
+    checkpoint groups blocks); `attention_output_modules()` lists them in layer order.
+    """
+
+    family = "llada"
+
+    @property
+    def transformer(self) -> nn.ModuleDict:
+        return self.model.model.transformer
+
+    @property
+    def input_embeddings(self) -> nn.Module:
+        return self.transformer.wte
+
+    def attention_output_modules(self) -> list[nn.Module]:
+        """The attention output projection (`attn_out`) of every block, in layer order."""
+        if "blocks" in self.transformer:
+            blocks = list(self.transformer.blocks)
+        else:
+            blocks = [block for group in self.transformer.block_groups for block in group]
+        return [block.attn_out for block in blocks]
+
+    def _forward(
+        self,
+        input_ids: Tensor | None,
+        inputs_embeds: Tensor | None,
+        attention_mask: Tensor | None,
+        timestep: Tensor | None,
+    ) -> Tensor:
+        out = self.model(
+            input_ids=input_ids,
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            use_cache=False,
+            return_dict=True,
+        )
+        return out.logits
+
+
+def _token_id(tokenizer, token: str) -> int | None:
+    """The id of `token` when the tokenizer knows it as a single token, else None."""
+    token_id = tokenizer.convert_tokens_to_ids(token)
+    if token_id is None or token_id == tokenizer.unk_token_id:
+        return None
+    return int(token_id)
+
+
+def llada_mask_id(config, tokenizer, vocab_size: int) -> int:
+    """config.mask_token_id, else the tokenizer's `<|mdm_mask|>`, else its mask token, else 126336."""
+    candidates = (
+        getattr(config, "mask_token_id", None),
+        _token_id(tokenizer, MASK_TOKEN),
+        tokenizer.mask_token_id,
+        DEFAULT_MASK_ID,
+    )
+    mask_id = next(int(c) for c in candidates if c is not None)
+    if not 0 <= mask_id < vocab_size:
+        raise ConfigError(
+            f"LLaDA mask id {mask_id} is outside the vocabulary (size {vocab_size}): set mask_token_id in config.json"
+        )
+    return mask_id
+
+
+def llada_suppressed_ids(tokenizer) -> list[int]:
+    """EOS and EoT ids, read from the tokenizer (those it does not know are left out)."""
+    ids = [_token_id(tokenizer, token) for token in SUPPRESSED_TOKENS]
+    if tokenizer.eos_token_id is not None:
+        ids.append(int(tokenizer.eos_token_id))
+    return sorted({i for i in ids if i is not None})
+
+
+def load_llada(path: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu") -> LLaDADenoiser:
+    """LLaDA from a local directory: `AutoModel.from_pretrained(path, trust_remote_code=True)`."""
+    tokenizer = load_tokenizer(path)
+    model = load_remote_code_model(path, dtype, device, ("AutoModel", "AutoModelForCausalLM"))
+    vocab_size = int(model.get_input_embeddings().weight.shape[0])
+    return LLaDADenoiser(
+        model,
+        tokenizer,
+        mask_id=llada_mask_id(model.config, tokenizer, vocab_size),
+        suppress_ids=llada_suppressed_ids(tokenizer),
+        # padding is EOS in LLaDA, which the model must be able to write: only the mask token is forbidden
+        forbidden_ids=(),
+        honours_padding_mask=False,  # until the load-time probe says otherwise
+        name=str(path),
+    )
+
+
+LOADERS["llada"] = load_llada
+
+__all__ = ["LLaDADenoiser", "llada_mask_id", "llada_suppressed_ids", "load_llada"]

@@ -1,0 +1,314 @@
+"""The denoiser layer (DESIGN.md "Denoiser"): loading, alignment, inputs_embeds, padding, batching invariance.
+
+Architectures: BERT and ModernBERT (tiny random configs from transformers) and the project's stand-ins for
+the remote code of LLaDA, Dream and MDLM (tests/fixtures/remote_code), loaded through
+`AutoModel.from_pretrained(dir, trust_remote_code=True)` like the real checkpoints. Expected values are
+computed here by calling the underlying transformers model directly.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from fixtures.models import (  # noqa: F401  (pytest fixtures)
+    dream,
+    dream_dir,
+    llada,
+    llada_dir,
+    mdlm,
+    mdlm_dir,
+    modernbert,
+    modernbert_dir,
+)
+
+from boe_eval.decoding import ConfigError, DecodeConfig, generate, generate_batched
+from boe_eval.models import Denoiser, DreamDenoiser, LLaDADenoiser, MDLMDenoiser, load_denoiser
+from boe_eval.models.mdlm import mdlm_mask_id
+from boe_eval.models.padding_probe import honours_padding_mask
+from boe_eval.samplers import build_sampler
+
+ALL = ["tiny_bert", "modernbert", "llada", "dream", "mdlm"]
+HONOUR_PADDING = {"tiny_bert": True, "modernbert": True, "llada": False, "dream": True, "mdlm": False}
+
+
+def random_ids(denoiser, shape, seed=0):
+    """Random non-special token ids with some mask tokens, as on a canvas during decoding."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(4, 100, shape, generator=generator)  # ids 4..99 are characters in every tokenizer here
+    ids[:, 2::3] = denoiser.mask_id
+    return ids
+
+
+def timestep_for(denoiser, batch):
+    return torch.linspace(0.2, 0.9, batch) if denoiser.time_conditioned else None
+
+
+def raw_model_logits(name, denoiser, ids, attention_mask=None, timestep=None):
+    """The underlying transformers model called directly, in its own convention."""
+    model = denoiser.model
+    with torch.no_grad():
+        if name == "mdlm":
+            sigma = -torch.log1p(-(1 - 1e-3) * timestep)  # MDLM's LogLinearNoise total noise
+            return model(input_ids=ids, timesteps=sigma).logits
+        return model(input_ids=ids, attention_mask=attention_mask).logits
+
+
+# ----------------------------------------------------------------------------- loading
+@pytest.mark.parametrize(
+    "name, cls, family",
+    [("tiny_bert", Denoiser, "masked_lm"), ("modernbert", Denoiser, "masked_lm"), ("llada", LLaDADenoiser, "llada"),
+     ("dream", DreamDenoiser, "dream"), ("mdlm", MDLMDenoiser, "mdlm")],
+)
+def test_load_denoiser_picks_the_wrapper_of_the_model_type(request, name, cls, family):
+    den = request.getfixturevalue(name)
+    assert type(den) is cls and den.family == family
+    assert den.time_conditioned == (name == "mdlm")
+    assert den.mask_id in den.forbidden_ids
+    assert den.embedding_matrix.shape == (den.vocab_size, den.embed(torch.tensor([[5]])).shape[-1])
+
+
+def test_llada_special_ids_come_from_config_and_tokenizer(llada, llada_dir, tmp_path):
+    tok = llada.tokenizer
+    mdm_mask, eos, eot = (tok.convert_tokens_to_ids(t) for t in ("<|mdm_mask|>", "<|endoftext|>", "<|eot_id|>"))
+    assert llada.mask_id == mdm_mask == json.loads(open(f"{llada_dir}/config.json").read())["mask_token_id"]
+    assert sorted(llada.suppress_ids) == sorted({eos, eot})
+    assert llada.forbidden_ids == (mdm_mask,)  # EOS is LLaDA's padding and must stay writable
+    # without mask_token_id in config.json the id is read from the tokenizer's <|mdm_mask|>
+    copy = tmp_path / "llada_no_mask_id"
+    shutil.copytree(llada_dir, copy)
+    config = json.loads((copy / "config.json").read_text())
+    del config["mask_token_id"]
+    (copy / "config.json").write_text(json.dumps(config))
+    assert load_denoiser(copy).mask_id == mdm_mask
+
+
+def test_dream_mask_id_and_case_of_model_type(dream, dream_dir):
+    assert json.loads(open(f"{dream_dir}/config.json").read())["model_type"] == "Dream"
+    assert dream.mask_id == dream.tokenizer.convert_tokens_to_ids("<|mask|>")
+    assert dream.suppress_ids == ()
+
+
+def test_mdlm_mask_id_conventions():
+    class Tok:
+        mask_token_id = None
+
+        def __len__(self):
+            return 50257
+
+    class Cfg:
+        pass
+
+    assert mdlm_mask_id(Cfg(), Tok(), 50258) == 50257  # GPT-2 + one extra row, as mdlm-owt
+    cfg = Cfg()
+    cfg.mask_token_id = 7
+    assert mdlm_mask_id(cfg, Tok(), 50258) == 7
+    with pytest.raises(ConfigError, match="cannot tell MDLM's mask id"):
+        mdlm_mask_id(Cfg(), Tok(), 60000)
+
+
+@pytest.mark.parametrize(
+    "name, paths",
+    [("llada", "model.transformer.blocks.{i}.attn_out"), ("dream", "model.layers.{i}.self_attn.o_proj"),
+     ("mdlm", "backbone.blocks.{i}.attn_out")],
+)
+def test_attention_output_modules_are_the_documented_paths(request, name, paths):
+    den = request.getfixturevalue(name)
+    named = dict(den.model.named_modules())
+    modules = den.attention_output_modules()
+    assert len(modules) == 2
+    for i, module in enumerate(modules):
+        assert module is named[paths.format(i=i)]
+
+
+# ----------------------------------------------------------------------------- alignment
+@pytest.mark.parametrize("name", ["tiny_bert", "modernbert", "llada", "mdlm"])
+def test_unshifted_models_return_the_raw_logits(request, name):
+    den = request.getfixturevalue(name)
+    ids = random_ids(den, (2, 11))
+    t = timestep_for(den, 2)
+    with torch.no_grad():
+        got = den.logits(ids, attention_mask=torch.ones_like(ids), timestep=t)
+    torch.testing.assert_close(got, raw_model_logits(name, den, ids, torch.ones_like(ids), t), rtol=0, atol=1e-6)
+
+
+def test_dream_logits_at_i_are_the_raw_logits_at_i_minus_1(dream):
+    ids = random_ids(dream, (2, 11))
+    with torch.no_grad():
+        got = dream.logits(ids)
+        raw = dream.model(input_ids=ids).logits
+    assert torch.equal(got[:, 1:], raw[:, :-1])
+    assert torch.equal(got[:, 0], raw[:, 0])
+
+
+@pytest.mark.parametrize("kind, offset", [("llada", 0), ("dream", 1)])
+def test_copy_model_shows_the_alignment(kind, offset, llada_dir, dream_dir):
+    """Zero every residual branch and make the output head the embedding matrix: the raw model then predicts,
+    at each position, the token at that position. LLaDA's wrapper keeps that (offset 0); Dream's wrapper shifts
+    by one, so its logits at i point at token i - 1 (the raw model's prediction at i - 1 is token i - 1)."""
+    den = load_denoiser(llada_dir if kind == "llada" else dream_dir)
+    with torch.no_grad():
+        if kind == "llada":
+            blocks = den.model.model.transformer.blocks
+            for block in blocks:
+                block.attn_out.weight.zero_()
+                block.ff_out.weight.zero_()
+            den.model.model.transformer.ff_out.weight.copy_(den.embedding_matrix)
+        else:
+            for layer in den.model.model.layers:
+                layer.self_attn.o_proj.weight.zero_()
+                layer.mlp.down_proj.weight.zero_()
+            den.model.lm_head.weight.copy_(den.embedding_matrix)
+        ids = torch.randint(4, 100, (1, 30), generator=torch.Generator().manual_seed(1))
+        predicted = den.logits(ids).argmax(-1)[0]
+    assert torch.equal(predicted[offset:], ids[0, : ids.shape[1] - offset])
+
+
+# ----------------------------------------------------------------------------- inputs_embeds
+@pytest.mark.parametrize("name", ALL)
+def test_inputs_embeds_give_the_same_logits_as_input_ids(request, name):
+    den = request.getfixturevalue(name)
+    ids = random_ids(den, (2, 12))
+    mask = torch.ones_like(ids)
+    mask[1, 9:] = 0  # a padded row too
+    t = timestep_for(den, 2)
+    with torch.no_grad():
+        from_ids = den.logits(ids, attention_mask=mask, timestep=t)
+        from_embeds = den.logits(inputs_embeds=den.embed(ids), attention_mask=mask, timestep=t)
+    torch.testing.assert_close(from_embeds, from_ids, rtol=0, atol=1e-6)
+
+
+def test_inputs_embeds_carry_gradients(mdlm, llada, dream):
+    for den in (mdlm, llada, dream):
+        ids = random_ids(den, (1, 8))
+        embeds = den.embed(ids).detach().requires_grad_(True)
+        den.logits(inputs_embeds=embeds, timestep=timestep_for(den, 1)).logsumexp(-1).sum().backward()
+        assert embeds.grad is not None and embeds.grad.abs().sum() > 0
+
+
+def test_mdlm_uses_the_timestep_and_requires_it(mdlm):
+    ids = random_ids(mdlm, (1, 10))
+    with torch.no_grad():
+        early, late = (mdlm.logits(ids, timestep=torch.tensor([t])) for t in (0.1, 0.9))
+    assert (early - late).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="time-conditioned"):
+        mdlm.logits(ids)
+
+
+# ----------------------------------------------------------------------------- padding mask
+def padded_logits(den, ids, junk, left=False):
+    """Logits at the real positions of `ids` [1, n] with `junk` [1, k] behind a zero attention mask."""
+    n = ids.shape[1]
+    full = torch.cat([junk, ids] if left else [ids, junk], dim=1)
+    mask = torch.ones_like(full)
+    real = slice(junk.shape[1], None) if left else slice(0, n)
+    mask[:, : junk.shape[1]] = 0 if left else 1
+    if not left:
+        mask[:, n:] = 0
+    with torch.no_grad():
+        return den.logits(full, attention_mask=mask, timestep=timestep_for(den, 1))[:, real]
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_padding_probe_matches_what_the_model_does(request, name):
+    den = request.getfixturevalue(name)
+    ids = random_ids(den, (1, 10), seed=3)
+    junk = torch.randint(4, 100, (1, 6), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        alone = den.logits(ids, attention_mask=torch.ones_like(ids), timestep=timestep_for(den, 1))
+    change = float((padded_logits(den, ids, junk) - alone).abs().max() / alone.std())
+    assert den.honours_padding_mask is HONOUR_PADDING[name]
+    assert honours_padding_mask(den) is HONOUR_PADDING[name]
+    if HONOUR_PADDING[name]:
+        assert change < 1e-5
+    else:  # the probe's verdict is a fact about the model: right-padded junk moves the real logits
+        assert change > 1e-2
+
+
+def test_dream_left_padding_gives_the_logits_of_the_row_alone(dream):
+    ids = random_ids(dream, (1, 10), seed=5)
+    junk = torch.randint(4, 100, (1, 5), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        alone = dream.logits(ids)
+    torch.testing.assert_close(padded_logits(dream, ids, junk, left=True), alone, rtol=0, atol=1e-5)
+
+
+def test_probe_catches_a_dream_wrapper_that_drops_the_mask(dream):
+    class MaskDroppingDream(DreamDenoiser):
+        def _forward(self, input_ids, inputs_embeds, attention_mask, timestep):
+            return super()._forward(input_ids, inputs_embeds, None, timestep)
+
+    broken = MaskDroppingDream(dream.model, dream.tokenizer, mask_id=dream.mask_id)
+    assert honours_padding_mask(broken) is False
+
+
+# ----------------------------------------------------------------------------- end to end
+PROMPTS = ["hello ", "ab", "the quick ", "xyz12", "qq", "hello!"]
+
+
+def decode_tokens(den, batch_size, steps=8, gen_length=8):
+    prompts = [den.tokenizer(p, add_special_tokens=False).input_ids for p in PROMPTS]
+    out = generate_batched(den, prompts, build_sampler("confidence"), DecodeConfig(gen_length=gen_length, steps=steps),
+                           seeds=list(range(len(prompts))), batch_size=batch_size, progress=False)
+    return [r.tokens for r in out], [r.nfe for r in out]
+
+
+@pytest.mark.parametrize("name", ["llada", "mdlm", "tiny_bert", "dream"])
+def test_batch_size_does_not_change_the_tokens(request, name):
+    den = request.getfixturevalue(name)
+    tokens_1, nfe_1 = decode_tokens(den, 1)
+    tokens_4, nfe_4 = decode_tokens(den, 4)
+    assert tokens_4 == tokens_1
+    assert nfe_1 == nfe_4 == [8] * len(PROMPTS)
+    assert all(den.mask_id not in t for t in tokens_1)
+
+
+def test_models_that_ignore_padding_refuse_mixed_lengths_and_would_depend_on_the_batch(llada):
+    prompts = [llada.tokenizer(p, add_special_tokens=False).input_ids for p in PROMPTS[:3]]
+    with pytest.raises(ValueError, match="equal length"):
+        generate(llada, prompts, build_sampler("confidence"), DecodeConfig(gen_length=8, steps=8))
+    # the premise of equal-length grouping: padded junk changes LLaDA's predictions for a real prompt
+    ids = torch.tensor([prompts[1] + [llada.mask_id] * 8])
+    junk = torch.randint(4, 100, (1, 8), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        alone = llada.logits(ids)
+    assert not torch.allclose(padded_logits(llada, ids, junk), alone, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- bad directories
+def corrupt(kind, source, target):
+    shutil.copytree(source, target)
+    if kind == "no_modeling_code":
+        (target / "modeling_llada.py").unlink()
+    elif kind == "no_weights":
+        (target / "model.safetensors").unlink()
+    elif kind == "truncated_weights":
+        data = (target / "model.safetensors").read_bytes()
+        (target / "model.safetensors").write_bytes(data[:300])
+    elif kind == "missing_dependency":
+        code = (target / "modeling_llada.py").read_text()
+        (target / "modeling_llada.py").write_text("import boe_package_that_is_not_installed\n" + code)
+    elif kind == "corrupt_config":
+        (target / "config.json").write_text("{not json")
+    elif kind == "no_config":
+        (target / "config.json").unlink()
+    return target
+
+
+@pytest.mark.parametrize(
+    "kind, message",
+    [("missing_dir", "is not a directory"), ("no_config", "has no config.json"), ("corrupt_config", "not valid JSON"),
+     ("no_modeling_code", "modeling_llada.py"), ("no_weights", "model.safetensors"),
+     ("truncated_weights", "could not load"), ("missing_dependency", "boe_package_that_is_not_installed")],
+)
+def test_bad_model_directory_gives_a_one_line_config_error(kind, message, llada_dir, tmp_path):
+    target = tmp_path / f"bad_{kind}"
+    if kind != "missing_dir":
+        corrupt(kind, Path(llada_dir), target)
+    with pytest.raises(ConfigError) as err:
+        load_denoiser(target)
+    text = str(err.value)
+    assert "\n" not in text and message in text and str(target) in text
