@@ -194,3 +194,9 @@ def test_models_that_ignore_padding_get_equal_length_batches(tiny_bert):
     finally:
         tiny_bert.honours_padding_mask = True
         tiny_bert.model.forward = original
+
+
+def test_canvas_longer_than_the_position_table_is_a_clear_error(tiny_bert):
+    prompt = encode(tiny_bert, ["x" * 250])
+    with pytest.raises(ConfigError, match=r"= 266 exceeds the 256 positions"):
+        generate(tiny_bert, prompt, build_sampler("confidence"), DecodeConfig(gen_length=16, steps=16))

@@ -245,6 +245,12 @@ def generate(
             "(generate_batched does this)"
         )
     seeds = list(seeds) if seeds is not None else list(range(batch))
+    longest = max(len(p) for p in prompts) + config.gen_length
+    if denoiser.max_length is not None and longest > denoiser.max_length:
+        raise ConfigError(
+            f"prompt ({longest - config.gen_length} tokens) + gen_length ({config.gen_length}) = {longest} "
+            f"exceeds the {denoiser.max_length} positions {denoiser.name} accepts: use a shorter gen_length or another model"
+        )
     device = denoiser.device
     canvas = _build_canvas(denoiser, prompts, config.gen_length)
     meter = Meter(batch, backward_cost=config.backward_cost)
@@ -270,7 +276,10 @@ def generate(
         block_step = 0
         while True:
             eligible_all = canvas.is_masked & in_block
-            active = ~stopped & eligible_all.any(1)
+            unfinished = eligible_all.any(1)
+            if sampler.runs_all_planned_steps and block_step < planned:
+                unfinished = torch.ones_like(unfinished)  # a remasking policy may mask written slots again
+            active = ~stopped & unfinished
             if not bool(active.any()):
                 break
             if block_step >= max_iterations:

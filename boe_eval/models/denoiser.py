@@ -74,6 +74,16 @@ class Denoiser:
         return int(self.embedding_matrix.shape[0])
 
     @property
+    def max_length(self) -> int | None:
+        """Longest canvas the model accepts (its position table), or None when unbounded (RoPE)."""
+        config = getattr(self.model, "config", None)
+        for key in ("max_position_embeddings", "max_sequence_length", "n_positions"):
+            value = getattr(config, key, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
+    @property
     def eos_id(self) -> int | None:
         return getattr(self.tokenizer, "eos_token_id", None)
 

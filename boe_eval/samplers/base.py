@@ -42,6 +42,9 @@ class Sampler:
     name: ClassVar[str] = "base"
     #: True if the policy needs autograd (BoE): the loop then leaves grad mode to the sampler.
     needs_grad: ClassVar[bool] = False
+    #: True if the policy remasks written tokens on its own schedule (ReMDM sigma-schedules): the loop then
+    #: runs every planned step of a block even when the block has no masked slot left.
+    runs_all_planned_steps: ClassVar[bool] = False
 
     def __init__(self, config: SamplerConfig | None = None) -> None:
         self.config = config if config is not None else self.default_config()
