@@ -20,6 +20,13 @@ from boe_eval.harness.results import read_rows
 TEST_CONFIGS = Path(__file__).parent / "configs"
 TOY_TASKS = Path(__file__).parent / "lm_tasks"
 TIMING_FIELDS = {"wall_time_s", "decode_time_s"}
+DISTRIBUTED_VARIABLES = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def clean_environment() -> dict[str, str]:
+    """The environment for a subprocess that must start as a plain single-process run."""
+    env = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_VARIABLES and not k.startswith("SUBMITIT_")}
+    return {**env, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 SOURCES = ["ab", "cde", "x", "hello", "zz", "pqr", "mn", "wxyz"]
 
 TASK_YAML = """task: toy_copy8
@@ -95,8 +102,11 @@ def test_submitit_tasks_of_one_job_become_one_data_parallel_run(monkeypatch):
     submitit's local executor sets for its second task), GPUs are left visible."""
     from boe_eval.harness.distributed import export_submitit_environment, launched_world_size
 
-    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        monkeypatch.delenv(name, raising=False)
+    for name in DISTRIBUTED_VARIABLES:
+        # setenv first so that monkeypatch records the original state and restores it afterwards,
+        # whatever export_submitit_environment writes (a leaked WORLD_SIZE would hang later runs)
+        monkeypatch.setenv(name, "unset")
+        monkeypatch.delenv(name)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
     local = {"SUBMITIT_EXECUTOR": "local", "SUBMITIT_LOCAL_JOB_ID": "77", "SUBMITIT_LOCAL_NTASKS": "2",
              "SUBMITIT_LOCAL_JOB_NUM_NODES": "1", "SUBMITIT_LOCAL_NODEID": "0", "SUBMITIT_LOCAL_GLOBALID": "1",
@@ -108,7 +118,7 @@ def test_submitit_tasks_of_one_job_become_one_data_parallel_run(monkeypatch):
     assert os.environ["MASTER_ADDR"] and os.environ["MASTER_PORT"].isdigit()
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,1" and launched_world_size() == 2
     # a single-task job stays a plain single-process run
-    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+    for name in DISTRIBUTED_VARIABLES:
         monkeypatch.delenv(name)
     monkeypatch.setenv("SUBMITIT_LOCAL_NTASKS", "1")
     monkeypatch.setenv("SUBMITIT_LOCAL_GLOBALID", "0")
@@ -137,9 +147,7 @@ def _run(cmd: list[str], env: dict, cwd: Path) -> float:
 @pytest.mark.slow
 def test_two_accelerate_processes_give_the_rows_of_one_process(tiny_bert_dir, tmp_path):
     tasks = write_toy_task(tmp_path / "tasks")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "BOE_TEST_TASKS": str(TOY_TASKS)}
-    env.pop("WORLD_SIZE", None)
+    env = {**clean_environment(), "BOE_TEST_TASKS": str(TOY_TASKS)}
     common = [
         f"hydra.searchpath=[file://{TEST_CONFIGS}]", "model=tiny_random", "task=toy_copy",
         f"model.path={tiny_bert_dir}", "task.name=toy_copy8", "task.lm_eval_task=toy_copy8",

@@ -18,6 +18,7 @@ TEST_CONFIGS = Path(__file__).parent / "configs"
 TOY_TASKS = str(Path(__file__).parent / "lm_tasks")
 os.environ.setdefault("BOE_TEST_TASKS", TOY_TASKS)
 TIMING_FIELDS = {"wall_time_s", "decode_time_s", "git_commit"}  # commit: the shared tree may move on
+DISTRIBUTED_VARIABLES = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
 def base(model_dir: str) -> list[str]:
@@ -42,8 +43,8 @@ def comparable(rows: list[dict]) -> list[dict]:
 
 @pytest.mark.slow
 def test_two_cell_multirun_with_the_local_submitit_launcher(tiny_bert_dir, tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "BOE_TEST_TASKS": TOY_TASKS,
-           "OMP_NUM_THREADS": "1"}
+    env = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_VARIABLES and not k.startswith("SUBMITIT_")}
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", BOE_TEST_TASKS=TOY_TASKS, OMP_NUM_THREADS="1")
     exe = str(Path(sys.executable).with_name("boe-eval"))
     sweep_dir = tmp_path / "multi"
     proc = subprocess.run([exe, "-m", "hydra/launcher=local", f"hydra.sweep.dir={sweep_dir}",
