@@ -99,7 +99,11 @@ KNOB_RULES: dict[str, KnobRule] = {
     "remdm_llada": KnobRule(lambda p: StepCost(2), note="steps = budget / 2 (an unmask and a remask call per step)"),
     "boe": KnobRule(lambda p: StepCost(2, 1), note="steps = budget / 2 NFE (current + surrogate forward, one backward)"),
     "lookum": KnobRule(_lookum_cost, note="steps = budget / (1 + k)"),
-    "klass": KnobRule(lambda p: StepCost(1), early_exit=True, note="steps = budget; blocks may finish early"),
+    "remdm_cap": KnobRule(lambda p: StepCost(1), note="steps = budget (+1 argmax call if masks remain)"),
+    "remdm_rescale": KnobRule(lambda p: StepCost(1), note="steps = budget (+1 argmax call if masks remain)"),
+    "remdm_loop": KnobRule(lambda p: StepCost(1), note="steps = budget (+1 argmax call if masks remain)"),
+    "klass": KnobRule(lambda p: StepCost(1), early_exit=True,
+                      note="steps = budget; blocks may finish early, placed at measured NFE"),
     "eb": KnobRule(lambda p: StepCost(1), adaptive="gamma", note="gamma swept, placed at measured NFE"),
 }
 
@@ -346,7 +350,8 @@ def budget_check(cell: SweepCell, summary: Mapping[str, Any]) -> dict[str, Any]:
         "sweep.knob": cell.rule.adaptive or "steps",
         "sweep.knob_value": cell.spec.sampler_params.get(cell.rule.adaptive) if cell.rule.adaptive else cell.spec.steps,
         "sweep.measured_cost": measured,
-        "sweep.placement": "measured" if (cell.rule.adaptive or axis == "wall_time") else "budget",
+        "sweep.placement": "measured" if (cell.rule.adaptive or cell.rule.early_exit or axis == "wall_time")
+        else "budget",
     }
     if cell.assignment is None or measured is None or axis in ("wall_time", "steps"):
         out.update({"sweep.planned_cost": cell.assignment.planned_cost if cell.assignment else None,
