@@ -80,7 +80,7 @@ def corrupt_models(model_dir: str, root: Path) -> dict[str, Path]:
 CASES = {
     # override(s) -> a fragment the one-line message must contain (field, value, what is allowed)
     "sampler=nope": "sampler='nope' is unknown: choose one of compare_greedy, confidence",
-    "sampler=confidence sampler.name=nope": "sampler='nope' is unknown: choose one of confidence, entropy",
+    "sampler=confidence sampler.name=nope": "sampler='nope' is unknown: choose one of confidence, ",
     "task=nope": "task='nope' is unknown: choose one of",
     "task.lm_eval_task=nope_task": "task 'nope_task' is unknown to lm-eval: the project's tasks are",
     "model=nope": "model='nope' is unknown: choose one of",
