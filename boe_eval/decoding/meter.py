@@ -92,8 +92,9 @@ class MeteredDenoiser:
         """Embedding lookup; not a denoiser evaluation, so not counted."""
         return self.denoiser.embed(input_ids)
 
-    def active_queries(self, active: Tensor | None):
-        return self.denoiser.active_queries(active)
+    def active_queries(self, active, mode: str = "faithful"):
+        """ActiveQueryAttention context (paper eq. 30), see `Denoiser.active_queries`; not a model call."""
+        return self.denoiser.active_queries(active, mode=mode)
 
     def forward(
         self,

@@ -127,19 +127,20 @@ class Denoiser:
         return out.logits
 
     @contextlib.contextmanager
-    def active_queries(self, active: Tensor | None) -> Iterator[None]:
+    def active_queries(self, active, mode: str = "faithful") -> Iterator:
         """ActiveQueryAttention (paper eq. 30): inside the context, gradients flow only through the
-        attention outputs of the rows marked in `active` [B, L]. `None` leaves the model unchanged.
-
-        Architectures register their implementation in `boe_eval.models.aqa`.
+        attention outputs of the rows marked in `active` ([B, L] bool, or an `aqa.ActiveQueries` filled in
+        before the backward). `None` leaves the model unchanged. `mode` is "faithful" (eq. 30 as written)
+        or "efficient" (backward computed for the active rows only); see `boe_eval.models.aqa`.
+        Yields the `aqa.ActiveQueries` in use (None when `active` is None).
         """
         if active is None:
-            yield
+            yield None
             return
         from boe_eval.models import aqa  # imported lazily: optional machinery
 
-        with aqa.active_query_attention(self, active):
-            yield
+        with aqa.active_query_attention(self, active, mode=mode) as holder:
+            yield holder
 
     def describe(self) -> dict:
         """Facts recorded in every result row."""
