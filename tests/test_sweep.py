@@ -57,6 +57,8 @@ def compose(overrides: list[str]):
         ("pc_sampler", {}, 24, "nfe", 24),
         ("boe", {}, 16, "nfe", 8),  # 2 NFE per step (current + surrogate forward)
         ("boe", {}, 16, "forward_equivalents", 4),  # 2 forwards + 1 backward (= 2 forwards) per step
+        ("boe", {"fuse_forward": True}, 15, "forward_equivalents", 5),  # one fused forward + 1 backward
+        ("boe", {"fuse_forward": True}, 16, "nfe", 8),  # still 2 NFE per step in paper accounting
         ("remdm_llada", {}, 32, "nfe", 16),
         ("lookum", {"k": 2}, 24, "nfe", 8),  # 1 + k forwards per step
         ("lookum", {"k": 3}, 32, "nfe", 8),
@@ -350,3 +352,21 @@ def test_figure4_sweep_is_compute_matched_in_paper_nfe(tiny_bert_dir, tmp_path):
             params = cell.spec.sampler_params
             per_step = {"boe": 2, "lookum": 1 + params.get("k", 0)}.get(entry.name, 1)
             assert cell.spec.steps * per_step == cell.budget and cell.spec.steps % 8 == 0
+
+
+def test_table5_sweep_lists_the_ablation_variants_at_one_token_per_step(tiny_bert_dir, tmp_path):
+    cfg = compose(["sweep=paper_table5", f"model.path={tiny_bert_dir}", f"output_dir={tmp_path}"])
+    cells = plan_sweep(cfg)
+    by_label = {c.entry.label: c for c in cells}
+    assert list(by_label) == ["confidence_top1", "boe_full", "boe_no_gating", "boe_no_anti_collapse", "boe_no_aqa",
+                              "boe_rho0.10", "boe_rho0.25", "boe_rho0.50"]
+    for cell in cells:
+        assert (cell.spec.steps, cell.spec.gen_length, cell.spec.block_length) == (128, 128, 32)
+        assert cell.spec.lm_eval_task == "gsm8k_d1"
+    boe = {label: c.spec.sampler_params for label, c in by_label.items() if label != "confidence_top1"}
+    full = boe["boe_full"]
+    assert full["floor_schedule"] == "increasing"
+    changed = {label: {k: v for k, v in p.items() if full[k] != v} for label, p in boe.items()}
+    assert changed == {"boe_full": {}, "boe_no_gating": {"gating": False},
+                       "boe_no_anti_collapse": {"anti_collapse": False}, "boe_no_aqa": {"aqa": False},
+                       "boe_rho0.10": {"rho": 0.10}, "boe_rho0.25": {}, "boe_rho0.50": {"rho": 0.50}}

@@ -51,9 +51,11 @@ CALIBRATION_FILE = "calibration.json"
 
 @dataclass(frozen=True)
 class StepCost:
-    """Compute of one decoding step of a sampler: denoiser forwards (each one NFE) and backwards."""
+    """Compute of one decoding step of a sampler: NFE (paper accounting: every denoiser invocation),
+    forwards actually run (default: one per NFE) and backwards."""
 
-    forwards: float
+    nfe: float
+    forwards: float | None = None
     backwards: float = 0.0
 
     def on(self, axis: str, backward_cost: float = 2.0) -> float:
@@ -61,20 +63,21 @@ class StepCost:
         if axis == "steps":
             return 1.0
         if axis == "nfe":
-            return self.forwards
-        return self.forwards + backward_cost * self.backwards
-
-
-def _param(params: Mapping[str, Any], names: tuple[str, ...], sampler: str) -> Any:
-    for name in names:
-        if name in params:
-            return params[name]
-    raise ConfigError(f"sampler {sampler!r} has none of the parameters {', '.join(names)} needed to derive its steps")
+            return self.nfe
+        forwards = self.nfe if self.forwards is None else self.forwards
+        return forwards + backward_cost * self.backwards
 
 
 def _lookum_cost(params: Mapping[str, Any]) -> StepCost:
-    k = _param(params, ("k", "num_paths", "paths"), "lookum")
-    return StepCost(forwards=1 + int(k))
+    if "k" not in params:
+        raise ConfigError("sampler 'lookum' has no parameter 'k' (number of look-ahead paths) to derive its steps from")
+    return StepCost(nfe=1 + int(params["k"]))
+
+
+def _boe_cost(params: Mapping[str, Any]) -> StepCost:
+    """2 NFE (current + surrogate forward) and one backward per step; `fuse_forward` runs the two NFE
+    as one forward with grad (time-independent denoisers), so 1 forward + 1 backward."""
+    return StepCost(nfe=2, forwards=1 if params.get("fuse_forward") else 2, backwards=1)
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,7 @@ KNOB_RULES: dict[str, KnobRule] = {
     "random": _ONE_FORWARD,
     "pc_sampler": _ONE_FORWARD,
     "remdm_llada": KnobRule(lambda p: StepCost(2), note="steps = budget / 2 (an unmask and a remask call per step)"),
-    "boe": KnobRule(lambda p: StepCost(2, 1), note="steps = budget / 2 NFE (current + surrogate forward, one backward)"),
+    "boe": KnobRule(_boe_cost, note="steps = budget / 2 NFE (current + surrogate forward, one backward)"),
     "lookum": KnobRule(_lookum_cost, note="steps = budget / (1 + k)"),
     "remdm_cap": KnobRule(lambda p: StepCost(1), note="steps = budget (+1 argmax call if masks remain)"),
     "remdm_rescale": KnobRule(lambda p: StepCost(1), note="steps = budget (+1 argmax call if masks remain)"),
