@@ -1,0 +1,110 @@
+"""LookUM, lookahead unmasking (Lee, Kim, Park, Park, arXiv 2511.05563; REFERENCES.md 5.5).
+
+Per step, with b the step's budget:
+1. path generator: the pool P of the max(|P|, b) most certain masked slots of the current block
+   ("N-best" by confidence p(x0); suppressed EOS/EoT predictions last), and k candidate unmasking
+   sets of b slots, each drawn uniformly from the pool;
+2. verifier: each candidate writes the step's proposed tokens x0 at its slots, giving the one-step
+   look-ahead state x~; one forward of x~ (through the metered denoiser, so NFE = (1 + k) per step)
+   scores it by the mean negative entropy of the look-ahead prediction;
+3. selection: normalised importance resampling, one candidate drawn with probability
+   softmax(score / selection_temperature) over the k candidates; its slots are committed.
+
+What the paper leaves open (its code was not public) and the choice made here:
+- the pool is the top-|P| by confidence ("N-best", the paper's default; the threshold variant's value
+  is not reported); when b > |P| the pool grows to b so a candidate can have b slots;
+- the k sets are independent uniform draws (two may coincide; each still costs its forward);
+- x~ writes the step's proposed tokens x0 (argmax at T=0, the loop's sample at T>0), not new samples;
+- "sequence-level uncertainty" = mean entropy over the slots of the generation region still masked
+  in x~ (written slots carry no uncertainty for a masked LM); 0 when none is left;
+- the importance weights are exp(score / selection_temperature) with temperature 1 by default
+  (exp(-mean entropy)); the look-ahead forwards are not reused as the next step's prediction.
+Randomness (candidate sets, then the resampling draw) comes from each row's own generator.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from boe_eval.decoding.schedule import ConfigError
+from boe_eval.decoding.state import StepContext, StepDecision
+from boe_eval.samplers.base import Sampler, SamplerConfig, register_sampler, top_k_mask
+
+
+@dataclass
+class LookumConfig(SamplerConfig):
+    #: |P|, size of the pool of most certain masked slots (paper default 5)
+    pool_size: int = 5
+    #: k, number of candidate unmasking sets verified per step (paper default 2; peak at 2-3)
+    k: int = 2
+    #: temperature of the importance weights exp(score / temperature) (not reported; 1 = exp(-entropy))
+    selection_temperature: float = 1.0
+
+    def validate(self) -> None:
+        for name in ("pool_size", "k"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name}={value!r} is invalid: it must be a positive integer")
+        if not math.isfinite(self.selection_temperature) or self.selection_temperature <= 0:
+            raise ConfigError(
+                f"selection_temperature={self.selection_temperature!r} is invalid: it must be a finite number > 0"
+            )
+
+
+def mean_masked_entropy(logits: Tensor, masked: Tensor) -> Tensor:
+    """Mean entropy (nats) of the prediction over the `masked` slots of each row [b]; 0 if none."""
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    entropy = -(log_probs.exp() * log_probs).nan_to_num().sum(-1)
+    count = masked.sum(1)
+    return (entropy * masked).sum(1) / count.clamp(min=1)
+
+
+@register_sampler("lookum", LookumConfig)
+class LookumSampler(Sampler):
+    """Sample k unmasking sets from the pool of most certain slots, verify each by a look-ahead forward,
+    keep one by normalised importance resampling on mean negative entropy."""
+
+    config: LookumConfig
+
+    def candidate_sets(self, ctx: StepContext) -> list[Tensor]:
+        """k commit masks [b, L]: per row, `budget` slots drawn uniformly from its pool."""
+        pool = top_k_mask(ctx.confidence, ctx, k=torch.maximum(ctx.budget, torch.full_like(ctx.budget, self.config.pool_size)))
+        candidates = [torch.zeros_like(ctx.eligible) for _ in range(self.config.k)]
+        for j, generator in enumerate(ctx.generators):
+            slots = pool[j].nonzero().squeeze(1)
+            size = int(ctx.budget[j])
+            for candidate in candidates:
+                pick = torch.randperm(slots.numel(), generator=generator, device=generator.device)[:size]
+                candidate[j, slots[pick.to(slots.device)]] = True
+        return candidates
+
+    def verify(self, ctx: StepContext, candidate: Tensor) -> Tensor:
+        """Score [b] of a candidate: minus the mean masked entropy of one look-ahead forward."""
+        lookahead = torch.where(candidate, ctx.x0, ctx.x)
+        still_masked = ctx.masked & ~candidate
+        timestep = None
+        if ctx.timestep is not None:
+            remaining = still_masked.sum(1).float() / ctx.masked.sum(1).clamp(min=1).float()
+            timestep = (ctx.timestep * remaining).clamp(min=1e-5)
+        logits = ctx.model.forward(ctx.rows, lookahead, attention_mask=ctx.attention_mask, timestep=timestep)
+        logits = logits.float()
+        forbidden = list(ctx.model.denoiser.forbidden_ids)
+        if forbidden:
+            logits[..., forbidden] = float("-inf")
+        return -mean_masked_entropy(logits, still_masked)
+
+    def select(self, ctx: StepContext) -> StepDecision:
+        candidates = self.candidate_sets(ctx)
+        scores = torch.stack([self.verify(ctx, c) for c in candidates], dim=1)  # [b, k]
+        weights = torch.softmax(scores.double() / self.config.selection_temperature, dim=1)
+        commit = torch.zeros_like(ctx.eligible)
+        cumulative = torch.cumsum(weights, dim=1)
+        for j, generator in enumerate(ctx.generators):
+            u = torch.rand(1, generator=generator, device=generator.device, dtype=torch.float64).to(cumulative.device)
+            choice = min(int((cumulative[j] < u).sum()), self.config.k - 1)
+            commit[j] = candidates[choice][j]
+        return StepDecision(commit=commit)
