@@ -70,6 +70,7 @@ def main() -> None:
                 continue
             sentinel.write_text("keep me")
             os.chmod(sentinel, 0o666)
+            escape.unlink(missing_ok=True)
             accepted.clear()
             free_before = shutil.disk_usage("/").free
             result = sandbox.run(program.render(**values))

@@ -1,0 +1,147 @@
+"""pass@1 for HumanEval and MBPP (boe_eval.sandbox.code_tasks and the task utils): code extraction,
+program assembly as the reference evaluators build it, the lm-eval filter that runs all programs
+ahead, and, on the full sets, gold programs pass and corrupted ones fail."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from boe_eval.harness.task_data import read_records
+from boe_eval.sandbox import PASSED, Sandbox, code_tasks
+from boe_eval.sandbox.code_tasks import (
+    CODE_LIMITS,
+    fenced_code,
+    humaneval_program,
+    humaneval_response_program,
+    mbpp_program,
+    response_code,
+)
+
+TASKS = Path(__file__).resolve().parents[1] / "tasks"
+HUMANEVAL = read_records(TASKS / "humaneval" / "data" / "HumanEval.jsonl.gz")
+MBPP_TEST = [r for r in read_records(TASKS / "mbpp" / "data" / "mbpp.jsonl") if 11 <= r["task_id"] <= 510]
+
+
+def _utils(task: str):
+    spec = importlib.util.spec_from_file_location(f"{task}_utils", TASKS / task / "utils.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def without_last_line(solution: str) -> str:
+    """The canonical solution minus its last non-empty line."""
+    lines = solution.rstrip().split("\n")
+    return "\n".join(lines[:-1]) + "\n"
+
+
+def full_function(doc: dict) -> str:
+    """The canonical solution as an instruction model writes it: the whole function, no imports."""
+    signature_and_doc = doc["prompt"][doc["prompt"].index(f"def {doc['entry_point']}(") :]
+    return signature_and_doc + doc["canonical_solution"]
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Sandbox:
+    return Sandbox(CODE_LIMITS, workers=2)
+
+
+# ------------------------------------------------------------------------------ extraction
+def test_code_is_taken_from_the_first_fence_then_begin_done_then_the_whole_text():
+    assert fenced_code("Sure:\n```python\ndef f():\n    return 1\n```\nmore\n```\nx\n```") == "def f():\n    return 1\n"
+    assert fenced_code("```\nx = 1\n```") == "x = 1\n"
+    assert fenced_code("```py\nx = 1") == "x = 1"  # an unterminated block runs to the end
+    assert fenced_code("no code here") is None
+    assert response_code("[BEGIN]\ndef f(): pass\n[DONE] trailing") == "def f(): pass"
+    assert response_code("def f(): pass\n") == "def f(): pass\n"
+
+
+def test_humaneval_programs_follow_the_reference_layout():
+    doc = HUMANEVAL[0]
+    program = humaneval_program(doc, doc["canonical_solution"])
+    assert program.startswith(doc["prompt"] + doc["canonical_solution"])
+    assert program.rstrip().endswith(f"check({doc['entry_point']})")
+    assert doc["test"] in program
+
+
+def test_mbpp_program_is_code_setup_and_the_three_asserts():
+    doc = next(r for r in MBPP_TEST if r["task_id"] == 367)
+    program = mbpp_program(doc, doc["code"])
+    assert program == doc["code"] + "\n" + doc["test_setup_code"] + "\n" + "\n".join(doc["test_list"]) + "\n"
+
+
+def test_instruction_responses_whole_function_body_only_and_missing_imports(sandbox):
+    docs = [d for d in HUMANEVAL if "from typing import" in d["prompt"]][:3] + [HUMANEVAL[10]]  # 10: helper in the prompt
+    programs = []
+    for doc in docs:
+        programs.append(humaneval_response_program(doc, full_function(doc)))  # redefines the stub, no imports
+        programs.append(humaneval_response_program(doc, doc["canonical_solution"]))  # body only
+        programs.append(humaneval_response_program(doc, "```python\n" + full_function(doc) + "```\nExplanation."))
+        programs.append(humaneval_response_program(doc, without_last_line(full_function(doc))))
+    results = sandbox.run_many(programs)
+    for i, doc in enumerate(docs):
+        passing, body, fenced, broken = results[4 * i : 4 * i + 4]
+        assert passing.passed and body.passed and fenced.passed, (doc["task_id"], passing.stderr, body.stderr, fenced.stderr)
+        assert not broken.passed, doc["task_id"]
+
+
+# ------------------------------------------------------------------------------ through the task utils
+def test_process_results_score_reference_and_corrupted_responses():
+    humaneval, mbpp = _utils("humaneval"), _utils("mbpp")
+    doc = HUMANEVAL[2]
+    assert humaneval.process_results_base(doc, [doc["canonical_solution"]]) == {"pass_at_1": 1.0}
+    assert humaneval.process_results_base(doc, [without_last_line(doc["canonical_solution"])]) == {"pass_at_1": 0.0}
+    assert humaneval.process_results_d1(doc, [full_function(doc)]) == {"pass_at_1": 1.0}
+    assert humaneval.process_results_d1(doc, ["I cannot help with that."]) == {"pass_at_1": 0.0}
+    task = MBPP_TEST[0]
+    # base: the completion stops before [DONE] (lm-eval's stop); anything after it is ignored
+    assert mbpp.process_results_base(task, [task["code"] + "\n"]) == {"pass_at_1": 1.0}
+    assert mbpp.process_results_base(task, [task["code"] + "\n[DONE]\nnonsense"]) == {"pass_at_1": 1.0}
+    assert mbpp.process_results_d1(task, [task["code"]]) == {"pass_at_1": 1.0}
+    assert mbpp.process_results_d1(task, ["def remove_Occ(s, ch):\n    return s\n"]) == {"pass_at_1": 0.0}
+
+
+def test_the_filter_runs_every_program_ahead_and_leaves_responses_unchanged(monkeypatch):
+    mbpp = _utils("mbpp")
+    docs = MBPP_TEST[:4]
+    resps = [[d["code"]] if i % 2 == 0 else ["def nothing():\n    pass\n"] for i, d in enumerate(docs)]
+    assert mbpp.run_ahead_d1(resps, docs) == resps
+    # process_results now reads the results: starting a program would fail loudly
+    monkeypatch.setattr(Sandbox, "_run", lambda *a, **k: pytest.fail("a program ran twice"))
+    scores = [mbpp.process_results_d1(d, r) for d, r in zip(docs, resps)]
+    assert scores == [{"pass_at_1": 1.0}, {"pass_at_1": 0.0}, {"pass_at_1": 1.0}, {"pass_at_1": 0.0}]
+
+
+def test_a_few_gold_and_corrupted_programs(sandbox):
+    """A quick version of the full-set test below (which is marked slow)."""
+    he = HUMANEVAL[:6]
+    mb = [r for r in MBPP_TEST if r["task_id"] in (11, 12, 367, 400)]
+    programs = [humaneval_program(d, d["canonical_solution"]) for d in he]
+    programs += [humaneval_program(d, without_last_line(d["canonical_solution"])) for d in he]
+    programs += [mbpp_program(d, d["code"]) for d in mb]
+    programs += [mbpp_program(d, "") for d in mb]  # no solution: NameError
+    results = sandbox.run_many(programs)
+    assert [r.passed for r in results] == [True] * 6 + [False] * 6 + [True] * 4 + [False] * 4
+
+
+@pytest.mark.slow
+def test_full_sets_gold_passes_and_corrupted_fails(sandbox):
+    """All 164 HumanEval canonical solutions pass and fail without their last line; the reference
+    code of all 500 MBPP test tasks passes (828 programs, two workers)."""
+    programs = [humaneval_program(d, d["canonical_solution"]) for d in HUMANEVAL]
+    programs += [humaneval_program(d, without_last_line(d["canonical_solution"])) for d in HUMANEVAL]
+    programs += [mbpp_program(d, d["code"]) for d in MBPP_TEST]
+    start = time.monotonic()
+    results = sandbox.run_many(programs)
+    elapsed = time.monotonic() - start
+    gold, corrupted, mbpp = results[:164], results[164:328], results[328:]
+    assert [d["task_id"] for d, r in zip(HUMANEVAL, gold) if not r.passed] == []
+    assert [d["task_id"] for d, r in zip(HUMANEVAL, corrupted) if r.passed] == []
+    assert [(d["task_id"], r.status, r.detail) for d, r in zip(MBPP_TEST, mbpp) if r.status != PASSED] == []
+    print(f"\n{len(programs)} programs in {elapsed:.1f} s with {sandbox.workers} workers "
+          f"(slowest {max(r.wall_s for r in results):.1f} s); {os.cpu_count()} CPUs")
