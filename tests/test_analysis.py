@@ -179,3 +179,12 @@ def test_nfe_to_stop_counts_the_full_nfe_of_sequences_that_never_stop(tmp_path):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     points = load_results(tmp_path)
     assert points.iloc[0]["nfe_to_stop"] == pytest.approx((4 + 16 + 10) / 3)
+
+
+def test_a_budgeted_run_placed_at_its_measured_compute_is_matched_by_its_budget(tmp_path):
+    # KLASS-like: assigned 8 NFE, finished blocks early (6.5 NFE on average) -> shown at budget 8 as '@6.5'
+    write_fake_cell(tmp_path, variant="klass", budget=8, scores=[1, 1, 0, 1], nfe=6.5, placement="measured")
+    points = load_results(tmp_path)
+    row, at = pick_at_budget(points, 8, "nfe")
+    assert at == 6.5 and row["score"] == 0.75
+    assert pick_at_budget(points, 6, "nfe") == (None, None)

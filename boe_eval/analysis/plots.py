@@ -104,12 +104,21 @@ def plot_pareto(points, stem: str | Path, x: str = "nfe", title: str | None = No
             ax.errorbar(xs, ys, yerr=yerr, color=colours[variant], marker=markers[variant], ms=5, lw=1.4,
                         ls="--" if adaptive else "-", capsize=2.5, elinewidth=0.8, alpha=0.9,
                         label=variant + (" (measured)" if adaptive else ""))
+            knob = part["sweep.knob"].dropna().unique()
+            if len(knob) == 1 and knob[0] not in ("steps", None):  # adaptive: label each point by its knob
+                symbol = {"gamma": "γ"}.get(str(knob[0]), str(knob[0]))
+                for xv, yv, kv in zip(xs, ys, pd_numeric(part["sweep.knob_value"])):
+                    if np.isfinite(xv) and np.isfinite(yv) and np.isfinite(kv):
+                        ax.annotate(f"{symbol}={kv:g}", (xv, yv), textcoords="offset points", xytext=(3, -9),
+                                    fontsize=6, color=colours[variant])
         on = pareto_mask(xs_all, ys_all)
         fx, fy = xs_all[on], ys_all[on]
         if len(fx):
             order = np.argsort(fx, kind="stable")
-            ax.step(fx[order], fy[order], where="post", color="black", lw=2.4, alpha=0.45, zorder=0,
-                    label="Pareto frontier")
+            # the frontier holds its best accuracy out to the costliest point of the panel
+            sx = np.append(fx[order], np.nanmax(xs_all))
+            sy = np.append(fy[order], fy[order][-1])
+            ax.step(sx, sy, where="post", color="black", lw=2.4, alpha=0.45, zorder=0, label="Pareto frontier")
             ax.scatter(fx, fy, s=110, facecolors="none", edgecolors="black", lw=1.2, zorder=5)
         finite = xs_all[np.isfinite(xs_all) & (xs_all > 0)]
         if len(finite) and finite.max() / finite.min() >= 4:
@@ -119,7 +128,11 @@ def plot_pareto(points, stem: str | Path, x: str = "nfe", title: str | None = No
         budgets = sorted(set(pd_numeric(panel["budget"])[np.isfinite(pd_numeric(panel["budget"]))]))
         axis_of_budgets = {AXIS_COLUMN.get(str(a)) for a in panel["budget_axis"].dropna().unique()}
         if budgets and axis_of_budgets == {x} and len(budgets) <= 12:
-            ax.set_xticks(budgets)  # ticks at the assigned budgets
+            # ticks at the assigned budgets, plus powers of two where measured points lie outside them
+            lo, hi = np.nanmin(finite), np.nanmax(finite)
+            extra = [2.0**k for k in range(-10, 20) if lo / 1.5 <= 2.0**k <= hi and
+                     all(abs(np.log2(2.0**k / b)) > 0.35 for b in budgets)]
+            ax.set_xticks(sorted(set(budgets) | set(extra)))
             ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
         metric = str(panel["primary_metric"].iloc[0]) if "primary_metric" in panel else "score"
         ax.set_xlabel(X_LABELS.get(x, x), fontsize=8)

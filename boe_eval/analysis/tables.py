@@ -103,16 +103,20 @@ def _measured(row: pd.Series, axis: str) -> float | None:
 
 
 def pick_at_budget(group: pd.DataFrame, budget: float | None, axis: str) -> tuple[pd.Series | None, float | None]:
-    """The operating point of one sampler variant at `budget`: its run at that budget, or for a sampler
-    placed at its measured compute (adaptive, or a wall-time axis) the run with the largest measured
-    compute not above the budget (returned with that compute). `budget=None`: the costliest run."""
+    """The operating point of one sampler variant at `budget`. A variant run per budget: its run at that
+    budget (with its measured compute when it is placed there: early-exit samplers, wall time). An adaptive
+    variant (no budget, e.g. EB's gamma grid): the run with the largest measured compute not above the
+    budget, returned with that compute. `budget=None`: the costliest run."""
     if budget is None:
         row = group.loc[pd.to_numeric(group["nfe"], errors="coerce").idxmax()]
         return row, None
-    fixed = group[(group["sweep.placement"] == "budget") & group["budget"].notna()]
-    if not fixed.empty:
-        hit = fixed[(fixed["budget"] - budget).abs() < 1e-9]
-        return (hit.iloc[0], None) if not hit.empty else (None, None)
+    budgeted = group[group["budget"].notna()]
+    if not budgeted.empty:
+        hit = budgeted[(budgeted["budget"] - budget).abs() < 1e-9]
+        if hit.empty:
+            return None, None
+        row = hit.iloc[0]
+        return row, (_measured(row, axis) if row.get("sweep.placement") == "measured" else None)
     cost = group.apply(lambda r: _measured(r, axis), axis=1)
     ok = group[cost <= budget * (1 + 1e-9)]
     if ok.empty:
@@ -173,7 +177,7 @@ def paper_table(points: pd.DataFrame, budget: float | None = None, style: str = 
         table[name] = cells
     caption = (f"Accuracy (%) with 95% CI per task and generation length L at the compute budget in each header "
                f"({BUDGET_AXES.get(axis, axis)}); best in bold, second underlined"
-               + ("; '@x': adaptive sampler placed at its measured compute x <= budget" if any(
+               + ("; '@x': run placed at its measured compute x (adaptive samplers: the largest x <= budget)" if any(
                    points["sweep.placement"] == "measured") else ""))
     return _render(pd.DataFrame(table), style, caption)
 
@@ -202,7 +206,9 @@ def budget_table(points: pd.DataFrame, style: str = "md") -> str:
             ]
         model = col["model"].iloc[0]
         caption = (f"{task} (L={length}, model {model}): accuracy (%) with 95% CI at matched compute "
-                   f"({BUDGET_AXES.get(axis, axis)}); best bold, second underlined")
+                   f"({BUDGET_AXES.get(axis, axis)}); best bold, second underlined"
+                   + ("; '@x': run placed at its measured compute x (adaptive samplers: the largest x <= budget)"
+                      if (col["sweep.placement"] == "measured").any() else ""))
         parts.append(_render(pd.DataFrame(table), style, caption))
     return "\n".join(parts) if parts else "(no budgeted runs)\n"
 
