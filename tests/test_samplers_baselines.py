@@ -381,6 +381,18 @@ def test_eb_matches_reference(tiny_bert, gamma, proxy, block_length):
         assert result.tokens == tokens and result.nfe == result.forwards == calls
 
 
+def test_eb_confidence_proxy_is_the_top1_probability_even_when_sampling(tiny_bert):
+    """At T = 1 the written token is sampled, but the order (gamma = 0: one slot per step) follows
+    max_v p(v) of the first forward, which does not depend on the sample."""
+    model = reference_model(tiny_bert)
+    results = run(tiny_bert, build_sampler("eb", gamma=0.0), PROMPTS, seeds=[1, 2, 3], gen_length=8, steps=8,
+                  temperature=1.0, record_trajectory=True)
+    for prompt, result in zip(PROMPTS, results):
+        ids = encode(tiny_bert, prompt)
+        top1 = torch.softmax(model(torch.tensor([ids + [tiny_bert.mask_id] * 8]))[0], -1).max(-1).values
+        assert committed_per_step(result)[0] == {int(top1[len(ids):].argmax())}
+
+
 def test_eb_validation():
     with pytest.raises(ConfigError, match=r"gamma=-1"):
         build_sampler("eb", gamma=-1.0)

@@ -42,9 +42,10 @@ class EbConfig(SamplerConfig):
 
 
 def proxy_scores(ctx: StepContext, error_proxy: str) -> Tensor:
-    """Higher = lower error: p(x0), -H or the top-2 margin [b, L]."""
+    """Higher = lower error: the top-1 probability max_v p(v), -H or the top-2 margin [b, L]. (The
+    top-1 probability equals p(x0) at T = 0; at T > 0 the proxy does not depend on the sampled token.)"""
     if error_proxy == "confidence":
-        return ctx.confidence
+        return ctx.probs.max(-1).values
     if error_proxy == "entropy":
         return -ctx.entropy
     return ctx.margin

@@ -15,7 +15,9 @@ distribution, which gives ~27 nats: the gate is closed either way).
 Differences from the reference code, on purpose: the fallback count is clamped to the masked slots
 left in the block (the reference's `topk` would then pick unmasked slots and overwrite them), and the
 mask token is excluded from p_t as everywhere in this harness. Previous distributions are kept for
-the current and the next block only (all the gate ever reads), in float32.
+the current and the next block only (all the gate ever reads), in float32. At temperature > 0 the
+reference computes p_t (and so the KLs and the confidence) from Gumbel-perturbed logits; here p_t is
+always the model's distribution and only the written token is sampled (the harness's convention).
 """
 
 from __future__ import annotations
