@@ -27,6 +27,7 @@ from fixtures.models import (  # noqa: F401  (pytest fixtures)
 
 from boe_eval.decoding import ConfigError, DecodeConfig, generate, generate_batched
 from boe_eval.models import Denoiser, DreamDenoiser, LLaDADenoiser, MDLMDenoiser, load_denoiser
+from boe_eval.models.dream import dream_attention_inputs
 from boe_eval.models.mdlm import mdlm_mask_id
 from boe_eval.models.padding_probe import honours_padding_mask
 from boe_eval.samplers import build_sampler
@@ -228,12 +229,30 @@ def test_padding_probe_matches_what_the_model_does(request, name):
         assert change > 1e-2
 
 
+@pytest.mark.parametrize("name", ["modernbert", "llada", "dream", "mdlm"])
+def test_padding_probe_verdict_holds_in_bfloat16(request, name):
+    den = load_denoiser(request.getfixturevalue(f"{name}_dir"), dtype="bfloat16")
+    assert den.dtype == torch.bfloat16
+    assert den.honours_padding_mask is HONOUR_PADDING[name]
+
+
 def test_dream_left_padding_gives_the_logits_of_the_row_alone(dream):
     ids = random_ids(dream, (1, 10), seed=5)
     junk = torch.randint(4, 100, (1, 5), generator=torch.Generator().manual_seed(6))
     with torch.no_grad():
         alone = dream.logits(ids)
     torch.testing.assert_close(padded_logits(dream, ids, junk, left=True), alone, rtol=0, atol=1e-5)
+
+
+def test_dream_attention_inputs_count_real_tokens_only():
+    keep = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    mask, position_ids = dream_attention_inputs(keep)
+    assert mask.shape == (3, 1, 5, 5) and mask.dtype == torch.bool
+    for b in range(3):  # every query row sees exactly the real keys of its sequence
+        assert torch.equal(mask[b, 0], keep[b].bool().expand(5, 5))
+    assert position_ids[0, 2:].tolist() == [0, 1, 2] and position_ids[1, :3].tolist() == [0, 1, 2]
+    assert dream_attention_inputs(torch.ones(2, 4, dtype=torch.long)) == (None, None)  # "full" attention
+    assert dream_attention_inputs(None) == (None, None)
 
 
 def test_probe_catches_a_dream_wrapper_that_drops_the_mask(dream):
