@@ -16,6 +16,27 @@ def plot_score_vs_compute(summaries: Sequence[dict], path: str | Path, compute: 
     """Score (%) with its 95% interval against mean compute per sequence, one point per sampler."""
     path = Path(path)
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    label = {"nfe": "NFE per sequence (denoiser calls)", "forward_equivalents": "forward-equivalents per sequence",
+             "wall_time_s": "wall time (s)"}.get(compute, compute)
+    if len({round(float(r.get(compute) or 0), 6) for r in summaries}) == 1:
+        # every sampler spent the same compute: compare them as bars at that compute
+        names = [r["sampler"] for r in summaries]
+        ys = [100 * r["score"] for r in summaries]
+        errs = [[y - 100 * (r.get("score_ci_low") if r.get("score_ci_low") is not None else r["score"]) for y, r in zip(ys, summaries)],
+                [100 * (r.get("score_ci_high") if r.get("score_ci_high") is not None else r["score"]) - y for y, r in zip(ys, summaries)]]
+        ax.bar(names, ys, yerr=errs, capsize=4, color=[f"C{i}" for i in range(len(names))], alpha=0.85)
+        for i, y in enumerate(ys):
+            ax.annotate(f"{y:.1f}", (i, y), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=8)
+        first = summaries[0]
+        ax.set_xlabel(f"sampler (all at {float(first.get(compute)):g} {label}; bars: 95% CI)")
+        ax.set_ylabel(f"{first.get('primary_metric', 'score')} (%)")
+        ax.set_title(f"{first.get('task')} - {first.get('model')}", fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+        plt.close(fig)
+        return path
     for row in summaries:
         x, y = row.get(compute), 100 * row["score"]
         lo, hi = row.get("score_ci_low"), row.get("score_ci_high")
@@ -25,8 +46,6 @@ def plot_score_vs_compute(summaries: Sequence[dict], path: str | Path, compute: 
         ax.errorbar([x], [y], yerr=yerr, fmt="o", capsize=3, label=row["sampler"])
         ax.annotate(row["sampler"], (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
     first = summaries[0]
-    label = {"nfe": "NFE per sequence (denoiser calls)", "forward_equivalents": "forward-equivalents per sequence",
-             "wall_time_s": "wall time (s)"}.get(compute, compute)
     ax.set_xlabel(label)
     ax.set_ylabel(f"{first.get('primary_metric', 'score')} (%)")
     ax.set_title(f"{first.get('task')} - {first.get('model')}", fontsize=9)
