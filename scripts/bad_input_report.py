@@ -110,7 +110,9 @@ def cases(paths: dict[str, str]) -> list[tuple[str, list[str]]]:
         ("a grid with one bad cell (nothing runs)", ["-m", "sampler=confidence,nope"]),
         ("a grid with one inconsistent cell", ["-m", "steps=4,16"]),
     ]
-    if "boe" in SAMPLERS:
+    if (REPO / "configs" / "sampler" / "boe.yaml").is_file():
+        out += [(f"BoE rho = {rho}", ["sampler=boe", f"sampler.params.rho={rho}"]) for rho in ("0", "1.5", "-0.25", "abc")]
+    elif "boe" in SAMPLERS:
         out += [(f"BoE rho = {rho}", ["sampler=confidence", "sampler.name=boe", f"+sampler.params.rho={rho}"])
                 for rho in ("0", "1.5", "-0.25", "abc")]
     else:
