@@ -15,7 +15,8 @@ distribution, which gives ~27 nats: the gate is closed either way).
 Differences from the reference code, on purpose: the fallback count is clamped to the masked slots
 left in the block (the reference's `topk` would then pick unmasked slots and overwrite them), and the
 mask token is excluded from p_t as everywhere in this harness. Previous distributions are kept for
-the current and the next block only (all the gate ever reads), in float32. At temperature > 0 the
+the current and the next block only (all the gate ever reads; the current block alone when there is
+one block), in float32. At temperature > 0 the
 reference computes p_t (and so the KLs and the confidence) from Gumbel-perturbed logits; here p_t is
 always the model's distribution and only the written token is sampled (the harness's convention).
 """
@@ -68,15 +69,16 @@ class KlassSampler(Sampler):
 
     def start(self, batch_size: int, width: int, device: torch.device) -> None:
         self._batch_size = batch_size
-        #: per row: block index of the stored window, or -1 before the first forward
-        self._window_block = [-1] * batch_size
-        self._previous: Tensor | None = None  # [batch, 2 * block_length, V] probabilities of the last forward
-        self._history: Tensor | None = None  # [batch, 2 * block_length, H] last H KL values (oldest first)
+        #: per row: block index of the stored window, None before the first forward
+        self._window_block: list[int | None] = [None] * batch_size
+        self._previous: Tensor | None = None  # [batch, W, V] probabilities of the last forward in the window
+        self._history: Tensor | None = None  # [batch, W, H] last H KL values (oldest first)
 
     def _window(self, ctx: StepContext) -> tuple[Tensor, int]:
-        """Indices [b, W] of the current and next block's slots (clamped to the canvas) and W."""
+        """Indices [b, W] of the current and (when there are several blocks) the next block's slots,
+        clamped to the canvas, and W."""
         block_length = int((ctx.block_end - ctx.block_start)[0])
-        width = 2 * block_length
+        width = block_length * min(2, ctx.num_blocks)
         index = ctx.block_start[:, None] + torch.arange(width, device=ctx.x.device)[None, :]
         return index.clamp(max=ctx.x.shape[1] - 1), width
 
@@ -86,7 +88,7 @@ class KlassSampler(Sampler):
             self._history = torch.full(
                 (self._batch_size, width, self.config.kl_history), float("inf"), dtype=torch.float64, device=device
             )
-            self._window_block = [-1] * self._batch_size
+            self._window_block = [None] * self._batch_size
 
     def select(self, ctx: StepContext) -> StepDecision:
         index, width = self._window(ctx)
@@ -94,14 +96,14 @@ class KlassSampler(Sampler):
         self._allocate(width, vocab, ctx.x.device)
         assert self._previous is not None and self._history is not None
         rows = ctx.rows.tolist()
-        block_length = width // 2
+        block_length = int((ctx.block_end - ctx.block_start)[0])
         current = ctx.probs.gather(1, index[..., None].expand(-1, -1, vocab))  # [b, W, V]
         kl = torch.full(index.shape, float("inf"), dtype=torch.float64, device=ctx.x.device)
         for j, row in enumerate(rows):
             stored = self._window_block[row]
             if stored == ctx.block_index:
                 previous, history = self._previous[row], self._history[row]
-            elif stored == ctx.block_index - 1:  # the stored window's next block is the current block
+            elif stored is not None and stored == ctx.block_index - 1:  # stored window's next block = current
                 previous = torch.zeros_like(self._previous[row])
                 previous[:block_length] = self._previous[row, block_length:]
                 history = torch.full_like(self._history[row], float("inf"))
@@ -110,7 +112,7 @@ class KlassSampler(Sampler):
                 previous, history = None, torch.full_like(self._history[row], float("inf"))
             if previous is not None:
                 kl[j] = step_kl(current[j], previous)
-                if stored == ctx.block_index - 1:
+                if stored != ctx.block_index:
                     kl[j, block_length:] = float("inf")  # slots two blocks ahead had no stored distribution
             self._history[row] = torch.cat([history[:, 1:], kl[j, :, None]], dim=1)
             self._previous[row] = current[j].float()

@@ -55,12 +55,19 @@ class LookumConfig(SamplerConfig):
             )
 
 
-def mean_masked_entropy(logits: Tensor, masked: Tensor) -> Tensor:
-    """Mean entropy (nats) of the prediction over the `masked` slots of each row [b]; 0 if none."""
-    log_probs = torch.log_softmax(logits.float(), dim=-1)
+def mean_slot_entropy(slot_logits: Tensor, masked: Tensor) -> Tensor:
+    """Per row [b], the mean entropy (nats) of `slot_logits` [n, V], the predictions at the n slots
+    of `masked` [b, L] in row-major order; 0 for a row without masked slots."""
+    log_probs = torch.log_softmax(slot_logits.float(), dim=-1)
     entropy = -(log_probs.exp() * log_probs).nan_to_num().sum(-1)
-    count = masked.sum(1)
-    return (entropy * masked).sum(1) / count.clamp(min=1)
+    rows = masked.nonzero()[:, 0]
+    total = torch.zeros(masked.shape[0], dtype=entropy.dtype, device=entropy.device).index_add_(0, rows, entropy)
+    return total / masked.sum(1).clamp(min=1)
+
+
+def mean_masked_entropy(logits: Tensor, masked: Tensor) -> Tensor:
+    """Mean entropy (nats) of the prediction `logits` [b, L, V] over the `masked` slots of each row [b]."""
+    return mean_slot_entropy(logits[masked], masked)
 
 
 @register_sampler("lookum", LookumConfig)
@@ -91,11 +98,11 @@ class LookumSampler(Sampler):
             remaining = still_masked.sum(1).float() / ctx.masked.sum(1).clamp(min=1).float()
             timestep = (ctx.timestep * remaining).clamp(min=1e-5)
         logits = ctx.model.forward(ctx.rows, lookahead, attention_mask=ctx.attention_mask, timestep=timestep)
-        logits = logits.float()
+        slot_logits = logits[still_masked].float()  # [n, V]: only the slots the score reads
         forbidden = list(ctx.model.denoiser.forbidden_ids)
         if forbidden:
-            logits[..., forbidden] = float("-inf")
-        return -mean_masked_entropy(logits, still_masked)
+            slot_logits[:, forbidden] = float("-inf")
+        return -mean_slot_entropy(slot_logits, still_masked)
 
     def select(self, ctx: StepContext) -> StepDecision:
         candidates = self.candidate_sets(ctx)

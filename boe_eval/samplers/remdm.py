@@ -44,6 +44,7 @@ generation), not the schedule's t.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -62,14 +63,17 @@ def gumbel_max(log_weights: Tensor, generator: torch.Generator) -> Tensor:
     return (log_weights.double() + gumbel).argmax(-1)
 
 
-def sample_eligible_tokens(log_weights: Tensor, ctx: StepContext, fallback: Tensor) -> Tensor:
-    """Tokens [b, L]: a Gumbel-max sample of `log_weights` at the eligible slots of each row (drawn
-    from the row's own generator), `fallback` elsewhere."""
+def sample_eligible_tokens(
+    ctx: StepContext, log_weights: Callable[[Tensor], Tensor], fallback: Tensor
+) -> Tensor:
+    """Tokens [b, L]: at the eligible slots of each row a Gumbel-max sample of
+    `log_weights(probabilities [n, V] of those slots)`, drawn from the row's own generator;
+    `fallback` elsewhere. Only the eligible slots' distributions are transformed."""
     tokens = fallback.clone()
     for j, generator in enumerate(ctx.generators):
         idx = ctx.eligible[j].nonzero().squeeze(1)
         if idx.numel():
-            tokens[j, idx] = gumbel_max(log_weights[j, idx], generator)
+            tokens[j, idx] = gumbel_max(log_weights(ctx.probs[j, idx]), generator)
     return tokens
 
 
@@ -141,7 +145,7 @@ class RemdmLladaSampler(Sampler):
         elif temperature == 0:
             tokens = ctx.logits.argmax(-1)
         else:
-            tokens = sample_eligible_tokens(ctx.log_probs / temperature, ctx, ctx.logits.argmax(-1))
+            tokens = sample_eligible_tokens(ctx, lambda p: torch.log(p.double()) / temperature, ctx.logits.argmax(-1))
         confidence = ctx.probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
         commit = top_k_mask(confidence, ctx)
         cache = self._commit_confidence[ctx.rows]
@@ -262,7 +266,7 @@ class RemdmScheduleSampler(Sampler):
             return StepDecision(commit=ctx.eligible.clone(), tokens=ctx.logits.argmax(-1))
         t, s = self.times(ctx.block_step, ctx.steps_per_block)
         unmask_probability, remask_probability = self.transition(t, s)
-        tokens = sample_eligible_tokens(nucleus_log_probs(ctx.probs, self.config.nucleus_p), ctx, ctx.x)
+        tokens = sample_eligible_tokens(ctx, lambda p: nucleus_log_probs(p, self.config.nucleus_p), ctx.x)
         written = ctx.committed & block_slots(ctx)
         commit = torch.zeros_like(ctx.eligible)
         remask = torch.zeros_like(ctx.eligible)
