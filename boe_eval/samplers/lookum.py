@@ -79,7 +79,8 @@ class LookumSampler(Sampler):
 
     def candidate_sets(self, ctx: StepContext) -> list[Tensor]:
         """k commit masks [b, L]: per row, `budget` slots drawn uniformly from its pool."""
-        pool = top_k_mask(ctx.confidence, ctx, k=torch.maximum(ctx.budget, torch.full_like(ctx.budget, self.config.pool_size)))
+        pool_size = torch.clamp(ctx.budget, min=self.config.pool_size)  # max(|P|, b)
+        pool = top_k_mask(ctx.confidence, ctx, k=pool_size)
         candidates = [torch.zeros_like(ctx.eligible) for _ in range(self.config.k)]
         for j, generator in enumerate(ctx.generators):
             slots = pool[j].nonzero().squeeze(1)

@@ -89,7 +89,9 @@ def load_background_frequencies(path: str | Path) -> BackgroundFrequencies:
     try:
         raw = json.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise ConfigError(f"frequency file {source} does not exist: build one with scripts/build_token_frequencies.py") from None
+        raise ConfigError(
+            f"frequency file {source} does not exist: build one with scripts/build_token_frequencies.py"
+        ) from None
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"frequency file {source} cannot be read: {err}") from None
     except json.JSONDecodeError as err:

@@ -111,7 +111,8 @@ class RemdmLladaConfig(SamplerConfig):
             math.isfinite(self.token_temperature) and self.token_temperature >= 0
         ):
             raise ConfigError(
-                f"token_temperature={self.token_temperature!r} is invalid: it must be >= 0 (or null for the run's temperature)"
+                f"token_temperature={self.token_temperature!r} is invalid: "
+                "it must be >= 0 (or null for the run's temperature)"
             )
 
 
@@ -271,7 +272,8 @@ class RemdmScheduleSampler(Sampler):
         commit = torch.zeros_like(ctx.eligible)
         remask = torch.zeros_like(ctx.eligible)
         for j, generator in enumerate(ctx.generators):
-            for chosen, slots, probability in ((commit, ctx.eligible, unmask_probability), (remask, written, remask_probability)):
+            draws = ((commit, ctx.eligible, unmask_probability), (remask, written, remask_probability))
+            for chosen, slots, probability in draws:
                 idx = slots[j].nonzero().squeeze(1)
                 if idx.numel():
                     u = torch.rand(idx.numel(), generator=generator, device=generator.device, dtype=torch.float64)
