@@ -138,7 +138,7 @@ def test_adapter_reports_single_process_rank_and_gathers_nothing(tiny_bert):
 
 def _run(cmd: list[str], env: dict, cwd: Path) -> float:
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=240)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
     elapsed = time.perf_counter() - start
     assert proc.returncode == 0, proc.stderr[-3000:]
     return elapsed, proc.stderr

@@ -49,7 +49,7 @@ def test_two_cell_multirun_with_the_local_submitit_launcher(tiny_bert_dir, tmp_p
     sweep_dir = tmp_path / "multi"
     proc = subprocess.run([exe, "-m", "hydra/launcher=local", f"hydra.sweep.dir={sweep_dir}",
                            "sampler=confidence,margin", *base(tiny_bert_dir)],
-                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     logs = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}" for p in sorted(sweep_dir.rglob("*_log.*")))
     assert proc.returncode == 0, proc.stderr[-3000:] + logs
     # each cell ran as its own submitit job (its pickled result and logs are in .submitit/)
