@@ -27,16 +27,8 @@ def plot_score_vs_compute(summaries: Sequence[dict], path: str | Path, compute: 
         ax.bar(names, ys, yerr=errs, capsize=4, color=[f"C{i}" for i in range(len(names))], alpha=0.85)
         for i, y in enumerate(ys):
             ax.annotate(f"{y:.1f}", (i, y), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=8)
-        first = summaries[0]
-        ax.set_xlabel(f"sampler (all at {float(first.get(compute)):g} {label}; bars: 95% CI)")
-        ax.set_ylabel(f"{first.get('primary_metric', 'score')} (%)")
-        ax.set_title(f"{first.get('task')} - {first.get('model')}", fontsize=9)
         ax.grid(alpha=0.3, axis="y")
-        fig.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path)
-        plt.close(fig)
-        return path
+        return _finish(fig, ax, summaries[0], f"sampler (all at {float(summaries[0].get(compute)):g} {label}; bars: 95% CI)", path)
     for row in summaries:
         x, y = row.get(compute), 100 * row["score"]
         lo, hi = row.get("score_ci_low"), row.get("score_ci_high")
@@ -45,12 +37,16 @@ def plot_score_vs_compute(summaries: Sequence[dict], path: str | Path, compute: 
             yerr = [[y - 100 * lo], [100 * hi - y]]
         ax.errorbar([x], [y], yerr=yerr, fmt="o", capsize=3, label=row["sampler"])
         ax.annotate(row["sampler"], (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
-    first = summaries[0]
-    ax.set_xlabel(label)
-    ax.set_ylabel(f"{first.get('primary_metric', 'score')} (%)")
-    ax.set_title(f"{first.get('task')} - {first.get('model')}", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
+    return _finish(fig, ax, summaries[0], label, path)
+
+
+def _finish(fig, ax, first: dict, xlabel: str, path: Path) -> Path:
+    """Axis labels and title from the run's summary row; save and close."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(f"{first.get('primary_metric', 'score')} (%)")
+    ax.set_title(f"{first.get('task')} - {first.get('model')}", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
