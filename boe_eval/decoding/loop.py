@@ -292,8 +292,11 @@ def generate(
             if denoiser.time_conditioned:
                 frac = canvas.is_masked[rows].sum(1).float() / config.gen_length
                 timestep = frac.clamp(min=1e-5)
+            # a policy may make the current-step forward itself (BoE fuses it with its surrogate forward)
+            logits = sampler.current_prediction(model, rows, xa, attn, timestep)
             with torch.no_grad():
-                logits = model.forward(rows, xa, attention_mask=attn, timestep=timestep)
+                if logits is None:
+                    logits = model.forward(rows, xa, attention_mask=attn, timestep=timestep)
                 logits = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
                 logits[..., forbidden] = float("-inf")
                 # NaN/inf guard (issue 8): rows with an unusable prediction fall back to confidence order

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from boe_eval.decoding.meter import MeteredDenoiser
 from boe_eval.decoding.schedule import ConfigError, uniform_budgets
 from boe_eval.decoding.state import StepContext, StepDecision
 
@@ -56,6 +57,14 @@ class Sampler:
     # --- hooks called by the loop -----------------------------------------------------------
     def start(self, batch_size: int, width: int, device: torch.device) -> None:
         """Called once per `generate` call before the first step (reset per-sequence state)."""
+
+    def current_prediction(
+        self, model: MeteredDenoiser, rows: Tensor, x: Tensor, attention_mask: Tensor, timestep: Tensor | None
+    ) -> Tensor | None:
+        """Current-step logits [b, L, V] made by the policy itself through `model` (BoE fuses this forward with
+        its surrogate forward on time-independent denoisers), a tensor the loop may modify; None (default):
+        the loop makes its own no-grad forward."""
+        return None
 
     def block_budgets(self, n_masked: Tensor, steps_per_block: int) -> Tensor:
         """Token budget of each step of a block, [b, S]. The loop runs at least S steps in the
