@@ -145,3 +145,34 @@ def test_full_sets_gold_passes_and_corrupted_fails(sandbox):
     assert [(d["task_id"], r.status, r.detail) for d, r in zip(MBPP_TEST, mbpp) if r.status != PASSED] == []
     print(f"\n{len(programs)} programs in {elapsed:.1f} s with {sandbox.workers} workers "
           f"(slowest {max(r.wall_s for r in results):.1f} s); {os.cpu_count()} CPUs")
+
+
+# ------------------------------------------------------------------------------ through lm-eval
+def test_lm_eval_runs_the_tasks_end_to_end_with_a_tiny_model(tmp_path):
+    """lm-eval's evaluator with the `boe` model: requests, the run-ahead filter, process_results and
+    the aggregated pass_at_1 (a random model writes no working code: 0.0)."""
+    import lm_eval
+    import torch
+    from lm_eval.tasks import TaskManager
+    from transformers import BertConfig, BertForMaskedLM
+
+    from boe_eval.harness.lm_adapter import BoeLM
+    from boe_eval.tiny.tokenizer import build_char_tokenizer
+
+    tokenizer = build_char_tokenizer()
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=4096, pad_token_id=tokenizer.pad_token_id)
+    BertForMaskedLM(config).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    lm = BoeLM(pretrained=str(tmp_path), sampler="confidence", gen_length=8, steps=4, batch_size=2, progress=False)
+    manager = TaskManager(include_path=[str(TASKS)], include_defaults=False)
+    out = lm_eval.simple_evaluate(model=lm, tasks=["humaneval_d1", "mbpp_base"], task_manager=manager, limit=2,
+                                  log_samples=True, bootstrap_iters=0, confirm_run_unsafe_code=True)
+    for task in ("humaneval_d1", "mbpp_base"):
+        assert out["results"][task]["pass_at_1,none"] == 0.0
+        samples = out["samples"][task]
+        assert len(samples) == 2
+        for sample in samples:  # the filter passes the model's text through unchanged
+            assert sample["filtered_resps"] == [sample["resps"][0][0]]
+            assert sample["pass_at_1"] == 0.0
