@@ -7,6 +7,7 @@ import functools
 import logging
 import math
 import time
+from unittest import mock
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,25 +109,14 @@ def _metric_value(value: Any) -> float | None:
     return out if math.isfinite(out) else None
 
 
-def evaluate_cell(spec: CellSpec, denoiser: Denoiser, sampler: Sampler, progress: bool = True) -> list[dict]:
-    """Run lm-eval for one cell; returns example rows followed by one summary row."""
+def _record_provenance(storage: dict) -> None:
+    storage.update(runtime_facts())
+
+
+def _simple_evaluate(lm: BoeLM, spec: CellSpec):
     import lm_eval
 
-    lm = BoeLM(
-        denoiser=denoiser,
-        sampler=sampler,
-        gen_length=spec.gen_length,
-        steps=spec.steps,
-        block_length=spec.block_length,
-        temperature=spec.temperature,
-        batch_size=spec.batch_size,
-        seed=spec.seed,
-        early_stop=spec.early_stop,
-        record_trajectory=spec.record_trajectory,
-        progress=progress,
-    )
-    start = time.perf_counter()
-    out = lm_eval.simple_evaluate(
+    return lm_eval.simple_evaluate(
         model=lm,
         tasks=[spec.lm_eval_task],
         task_manager=task_manager(tuple(spec.include_paths)),
@@ -141,9 +131,32 @@ def evaluate_cell(spec: CellSpec, denoiser: Denoiser, sampler: Sampler, progress
         bootstrap_iters=0,
         verbosity="ERROR",
     )
+
+
+def evaluate_cell(spec: CellSpec, denoiser: Denoiser, sampler: Sampler, progress: bool = True) -> list[dict]:
+    """Run lm-eval for one cell; returns example rows followed by one summary row."""
+    lm = BoeLM(
+        denoiser=denoiser,
+        sampler=sampler,
+        gen_length=spec.gen_length,
+        steps=spec.steps,
+        block_length=spec.block_length,
+        temperature=spec.temperature,
+        batch_size=spec.batch_size,
+        seed=spec.seed,
+        early_stop=spec.early_stop,
+        record_trajectory=spec.record_trajectory,
+        progress=progress,
+    )
+    start = time.perf_counter()
+    # lm-eval's add_env_info runs torch's collect_env (pip, conda, nvidia-smi subprocesses) on every
+    # call: seconds to minutes per cell on a busy machine. Our rows record provenance themselves.
+    with mock.patch("lm_eval.evaluator.add_env_info", _record_provenance):
+        out = _simple_evaluate(lm, spec)
     elapsed = time.perf_counter() - start
     if out is None:  # non-zero rank under data parallel
         return []
+        tasks=[spec.lm_eval_task],
     common = {
         "model": spec.model_name,
         "model_path": spec.model_path,
