@@ -148,12 +148,21 @@ def test_console_script_multirun_and_bad_input(tiny_bert_dir, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "BOE_TEST_TASKS": TOY_TASKS}
     exe = str(Path(sys.executable).with_name("boe-eval"))
     overrides = [o for o in toy_overrides(tiny_bert_dir, tmp_path / "out") if not o.startswith("output_dir")]
-    proc = subprocess.run([exe, "-m", "sampler=confidence,margin", "limit=2", "+progress=false",
+    proc = subprocess.run([exe, "-m", "sampler=confidence,margin,boe_no_gating", "limit=2", "+progress=false",
                            f"hydra.sweep.dir={tmp_path / 'multi'}", *overrides],
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     summaries = [r for r in read_rows(tmp_path / "multi") if r["row_type"] == "summary"]
-    assert sorted(r["sampler"] for r in summaries) == ["confidence", "margin"]
+    assert sorted(r["sampler"] for r in summaries) == ["boe", "confidence", "margin"]
+    # an ablation config is named in rows and in the printed table, not just by its sampler
+    assert sorted(r["variant"] for r in summaries) == ["boe_no_gating", "confidence", "margin"]
+    assert "| boe_no_gating " in proc.stdout
+    swept = subprocess.run([exe, "-m", "sampler=eb", "sampler.params.gamma=0,0.5", "limit=2", "+progress=false",
+                            f"hydra.sweep.dir={tmp_path / 'eb'}", *overrides],
+                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert swept.returncode == 0, swept.stderr[-2000:]
+    eb = [r for r in read_rows(tmp_path / "eb") if r["row_type"] == "summary"]
+    assert sorted(r["variant"] for r in eb) == ["eb (gamma=0)", "eb (gamma=0.5)"]
     bad = subprocess.run([exe, "steps=9", *overrides], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1].startswith("boe-eval: error: steps=9")

@@ -20,7 +20,7 @@ def plot_score_vs_compute(summaries: Sequence[dict], path: str | Path, compute: 
              "wall_time_s": "wall time (s)"}.get(compute, compute)
     if len({round(float(r.get(compute) or 0), 6) for r in summaries}) == 1:
         # every sampler spent the same compute: compare them as bars at that compute
-        names = [r["sampler"] for r in summaries]
+        names = [_name(r) for r in summaries]
         ys = [100 * r["score"] for r in summaries]
         errs = [[y - 100 * (r.get("score_ci_low") if r.get("score_ci_low") is not None else r["score"]) for y, r in zip(ys, summaries)],
                 [100 * (r.get("score_ci_high") if r.get("score_ci_high") is not None else r["score"]) - y for y, r in zip(ys, summaries)]]
@@ -35,11 +35,16 @@ def plot_score_vs_compute(summaries: Sequence[dict], path: str | Path, compute: 
         yerr = None
         if lo is not None and hi is not None:
             yerr = [[y - 100 * lo], [100 * hi - y]]
-        ax.errorbar([x], [y], yerr=yerr, fmt="o", capsize=3, label=row["sampler"])
-        ax.annotate(row["sampler"], (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        ax.errorbar([x], [y], yerr=yerr, fmt="o", capsize=3, label=_name(row))
+        ax.annotate(_name(row), (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     return _finish(fig, ax, summaries[0], label, path)
+
+
+def _name(summary: dict) -> str:
+    """A run's display name: its variant label when it has one, else the sampler."""
+    return str(summary.get("variant") or summary["sampler"])
 
 
 def _finish(fig, ax, first: dict, xlabel: str, path: Path) -> Path:

@@ -38,7 +38,7 @@ def format_summary_table(summaries: Sequence[dict]) -> str:
         return "(no results)"
     table = pd.DataFrame(
         {
-            "sampler": df["sampler"],
+            "sampler": df["variant"].fillna(df["sampler"]) if "variant" in df else df["sampler"],
             "n": df["n_examples"].astype(int),
             "score %": df["score"].map(_pct),
             "95% CI": [_ci_text(lo, hi) for lo, hi in zip(df["score_ci_low"], df["score_ci_high"])],

@@ -78,6 +78,7 @@ def build_specs(cfg: DictConfig) -> list[tuple[Any, Any]]:
         )
     entries = [(str(m), {}) for m in members] if members else [(str(_required(cfg, "sampler.name", "sampler")), params)]
     specs = []
+    label = None if members else sampler_label(str(entries[0][0]))
     for name, sampler_params in entries:
         sampler = build_sampler(name, **sampler_params)
         spec = CellSpec(
@@ -102,9 +103,28 @@ def build_specs(cfg: DictConfig) -> list[tuple[Any, Any]]:
             include_paths=list(include),
             confirm_run_unsafe_code=bool(cfg.get("confirm_run_unsafe_code", True)),
             apply_chat_template=bool(cfg.model.get("chat_template", False)),
+            label=label,
         )
         specs.append((spec, sampler))
     return specs
+
+
+def sampler_label(name: str) -> str:
+    """How a one-sampler job is named in tables and plots: the Hydra sampler config chosen (e.g.
+    `boe_no_gating`, which is `boe` with one switch changed) followed by any `sampler.params.*`
+    overrides of the command line, so the runs of `-m sampler=boe,boe_no_gating` or of a swept
+    parameter stay apart. Outside a Hydra run (tests, scripts): the sampler's name."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return name
+    hydra_cfg = HydraConfig.get()
+    label = str(hydra_cfg.runtime.choices.get("sampler") or name)
+    prefix = "sampler.params."
+    overrides = [o.lstrip("+~") for o in hydra_cfg.overrides.task if o.lstrip("+~").startswith(prefix)]
+    if overrides:
+        label += " (" + ", ".join(sorted(o[len(prefix):] for o in overrides)) + ")"
+    return label
 
 
 def run_job(cfg: DictConfig) -> Path:

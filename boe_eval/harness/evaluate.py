@@ -50,6 +50,9 @@ class CellSpec:
     #: wrap prompts in the tokenizer's chat template (instruction models; the d1 protocol)
     apply_chat_template: bool = False
     extra: dict[str, Any] = field(default_factory=dict)  #: e.g. sweep budget fields, kept in rows
+    #: display name written to rows as `variant` (e.g. the sampler config `boe_no_gating`); not part of
+    #: the identity, so relabelling never reruns a cell. None: the sampler's name
+    label: str | None = None
 
     def identity(self) -> dict[str, Any]:
         """The settings that make two cells the same experiment (wall-clock settings excluded)."""
@@ -156,12 +159,12 @@ def evaluate_cell(spec: CellSpec, denoiser: Denoiser, sampler: Sampler, progress
     elapsed = time.perf_counter() - start
     if out is None:  # non-zero rank under data parallel
         return []
-        tasks=[spec.lm_eval_task],
     common = {
         "model": spec.model_name,
         "model_path": spec.model_path,
         **{k: v for k, v in denoiser.describe().items() if k != "model"},
         "sampler": sampler.name,
+        "variant": spec.label or sampler.name,
         **_flatten_params(sampler.params()),
         "task": spec.task,
         "lm_eval_task": spec.lm_eval_task,
