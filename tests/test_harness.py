@@ -157,6 +157,9 @@ def test_console_script_multirun_and_bad_input(tiny_bert_dir, tmp_path):
     # an ablation config is named in rows and in the printed table, not just by its sampler
     assert sorted(r["variant"] for r in summaries) == ["boe_no_gating", "confidence", "margin"]
     assert "| boe_no_gating " in proc.stdout
+    # model.path overridden without a name: rows name the directory, not the config's model
+    assert {r["model"] for r in summaries} == {Path(tiny_bert_dir).name}
+    assert {r["model_path"] for r in summaries} == {str(tiny_bert_dir)}
     swept = subprocess.run([exe, "-m", "sampler=eb", "sampler.params.gamma=0,0.5", "limit=2", "+progress=false",
                             f"hydra.sweep.dir={tmp_path / 'eb'}", *overrides],
                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)

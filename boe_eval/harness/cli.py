@@ -82,7 +82,7 @@ def build_specs(cfg: DictConfig) -> list[tuple[Any, Any]]:
     for name, sampler_params in entries:
         sampler = build_sampler(name, **sampler_params)
         spec = CellSpec(
-            model_name=str(cfg.model.get("name") or model_path),
+            model_name=model_label(cfg, model_path),
             model_path=model_path,
             sampler=name,
             sampler_params=sampler.params(),
@@ -107,6 +107,20 @@ def build_specs(cfg: DictConfig) -> list[tuple[Any, Any]]:
         )
         specs.append((spec, sampler))
     return specs
+
+
+def model_label(cfg: DictConfig, model_path: str) -> str:
+    """The model's name in rows and tables: the model config's `name`, unless the command line
+    points `model.path` at another directory without naming it (`model.path=/tmp/random_bert` on
+    top of the default config must not be reported as the built-in model): then the directory's name."""
+    name = cfg.model.get("name")
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        given = {o.lstrip("+~").split("=", 1)[0] for o in HydraConfig.get().overrides.task}
+        if "model.path" in given and "model.name" not in given:
+            name = Path(model_path.removeprefix("builtin:")).name or model_path
+    return str(name or model_path)
 
 
 def sampler_label(name: str) -> str:
