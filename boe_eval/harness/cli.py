@@ -110,16 +110,15 @@ def build_specs(cfg: DictConfig) -> list[tuple[Any, Any]]:
 
 
 def model_label(cfg: DictConfig, model_path: str) -> str:
-    """The model's name in rows and tables: the model config's `name`, unless the command line
-    points `model.path` at another directory without naming it (`model.path=/tmp/random_bert` on
-    top of the default config must not be reported as the built-in model): then the directory's name."""
-    name = cfg.model.get("name")
-    from hydra.core.hydra_config import HydraConfig
+    """The model's name in rows and tables: the model config's `name`, except when that names a
+    built-in model while `model.path` points elsewhere (`model.path=/tmp/random_bert` on top of the
+    default config must not be reported as the built-in model): then the directory's name."""
+    from boe_eval.models.loading import BUILTIN_DIR
 
-    if HydraConfig.initialized():
-        given = {o.lstrip("+~").split("=", 1)[0] for o in HydraConfig.get().overrides.task}
-        if "model.path" in given and "model.name" not in given:
-            name = Path(model_path.removeprefix("builtin:")).name or model_path
+    name = cfg.model.get("name")
+    if name and (BUILTIN_DIR / str(name)).is_dir() and model_path != f"builtin:{name}":
+        if Path(model_path).resolve() != (BUILTIN_DIR / str(name)).resolve():
+            name = Path(model_path).name or model_path
     return str(name or model_path)
 
 
