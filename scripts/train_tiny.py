@@ -1,12 +1,13 @@
 #!/usr/bin/env python
 """Train a built-in small MDM from data the project generates itself (CPU, minutes).
 
-    python scripts/train_tiny.py sudoku                       # -> boe_eval/tiny/checkpoints/tiny_sudoku
-    python scripts/train_tiny.py sudoku --steps 5 --out /tmp/x  # smoke test
-    python scripts/train_tiny.py sudoku --write-test-set      # regenerate tasks/tiny_sudoku/data/test.jsonl
+    python scripts/train_tiny.py addition                          # -> boe_eval/tiny/checkpoints/tiny_addition
+    python scripts/train_tiny.py sudoku --steps 5 --out /tmp/x     # smoke test
+    python scripts/train_tiny.py addition --write-test-set         # regenerate tasks/tiny_addition/data/test.jsonl
 
-The held-out test set (tasks/tiny_sudoku/data/test.jsonl) and a validation set are generated with
-their own seeds; no training puzzle equals a test or validation puzzle.
+Each task's held-out test set (tasks/<name>/data/test.jsonl) and validation set are generated with
+their own seeds; no training prompt equals a test or validation prompt. Training is budgeted in
+optimiser steps and is deterministic on one CPU thread (the default: other jobs share the cores).
 """
 
 from __future__ import annotations
@@ -15,51 +16,64 @@ import argparse
 import json
 import platform
 import sys
+from dataclasses import fields, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from boe_eval.tiny import sudoku  # noqa: E402
+from boe_eval.tiny.registry import TINY_TASKS, get_tiny_task  # noqa: E402
 from boe_eval.tiny.training import TrainConfig, train  # noqa: E402
 
-TEST_FILE = REPO / "tasks" / "tiny_sudoku" / "data" / "test.jsonl"
 
-
-def sudoku_sets() -> tuple[list[dict], list[dict]]:
-    test = sudoku.make_split(sudoku.TEST_SEED, 1000, sudoku.TEST_BLANKS)
-    validation = sudoku.make_split(sudoku.VALIDATION_SEED, 512, sudoku.TEST_BLANKS, exclude={d["puzzle"] for d in test})
-    return test, validation
+def test_file(name: str) -> Path:
+    return REPO / "tasks" / name / "data" / "test.jsonl"
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    choices = sorted({n.removeprefix("tiny_") for n in TINY_TASKS} | set(TINY_TASKS))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("task", choices=["sudoku"], help="which built-in task to train on")
-    parser.add_argument("--steps", type=int, default=1500, help="optimiser steps (default 1500)")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("task", choices=choices, help="which built-in task to train on")
+    parser.add_argument("--steps", type=int, help="optimiser steps (default: the task's)")
+    parser.add_argument("--batch-size", type=int)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core box)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=REPO / "boe_eval" / "tiny" / "checkpoints" / "tiny_sudoku")
+    parser.add_argument("--snapshot-every", type=int, default=0,
+                        help="also save the model every N steps (multiple of the evaluation interval) under OUT/snapshots/")
+    parser.add_argument("--out", type=Path, help="checkpoint folder (default boe_eval/tiny/checkpoints/<name>)")
     parser.add_argument("--write-test-set", action="store_true", help="(re)write the committed test set and exit")
     args = parser.parse_args(argv)
 
-    test, validation = sudoku_sets()
+    task = get_tiny_task(args.task)
+    test = task.test_set()
     if args.write_test_set:
-        TEST_FILE.parent.mkdir(parents=True, exist_ok=True)
-        with TEST_FILE.open("w") as fh:
+        path = test_file(task.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w") as fh:
             for doc in test:
                 fh.write(json.dumps(doc) + "\n")
-        print(f"wrote {len(test)} puzzles to {TEST_FILE}")
+        print(f"wrote {len(test)} items to {path}")
         return
-    held_out = {d["puzzle"] for d in test} | {d["puzzle"] for d in validation}
-    stream = sudoku.training_stream(sudoku.TRAIN_SEED + args.seed, exclude=held_out)
-    config = TrainConfig(steps=args.steps, batch_size=args.batch_size, threads=args.threads, seed=args.seed)
-    pairs = [(sudoku.prompt(d["puzzle"]), d["solution"]) for d in validation]
-    best = train(stream, pairs, config, args.out)
-    best.update(command=" ".join(["python", "scripts/train_tiny.py", *(argv or sys.argv[1:])]),
-                hardware=f"{platform.machine()} CPU, {config.threads} torch thread(s)", config=vars(config))
-    (args.out / "training.json").write_text(json.dumps(best, indent=2) + "\n")
-    print(json.dumps(best, indent=2))
+    validation = task.validation_set(test)
+    held_out = {task.prompt(d) for d in test} | {task.prompt(d) for d in validation}
+    config = replace(TrainConfig(), **task.train_overrides)
+    config = replace(config, threads=args.threads, seed=args.seed, snapshot_every=args.snapshot_every)
+    if args.steps is not None:
+        config = replace(config, steps=args.steps)
+    if args.batch_size is not None:
+        config = replace(config, batch_size=args.batch_size)
+    out = args.out or REPO / "boe_eval" / "tiny" / "checkpoints" / task.name
+    stream = task.training_stream(task.train_seed + args.seed, exclude=held_out)
+    pairs = [(task.prompt(d), task.answer(d)) for d in validation]
+    best = train(stream, pairs, config, out, gen_length=task.gen_length)
+    best.update(
+        command=" ".join(["python", "scripts/train_tiny.py", *argv]),
+        hardware=f"{platform.machine()} CPU, {config.threads} torch thread(s)",
+        config={f.name: getattr(config, f.name) for f in fields(config)},
+    )
+    (out / "training.json").write_text(json.dumps(best, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in best.items() if k != "history"}, indent=2))
 
 
 if __name__ == "__main__":

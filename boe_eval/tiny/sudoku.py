@@ -13,6 +13,7 @@ import random
 from functools import lru_cache
 
 from boe_eval.metrics.sudoku import UNITS, cell_accuracy, is_solution
+from boe_eval.tiny.task import TinyTask
 
 PROMPT_PREFIX = "S"
 PROMPT_SUFFIX = "="
@@ -69,3 +70,23 @@ def training_stream(seed: int, exclude: set[str]):
         puzzle, solution = make_puzzle(rng, TRAIN_BLANKS)
         if puzzle not in exclude:
             yield prompt(puzzle), solution
+
+
+def _make_item(rng: random.Random, for_training: bool) -> dict:
+    puzzle, solution = make_puzzle(rng, TRAIN_BLANKS if for_training else TEST_BLANKS)
+    return {"puzzle": puzzle, "solution": solution}
+
+
+TASK = TinyTask(
+    name="tiny_sudoku",
+    make_item=_make_item,
+    prompt=lambda doc: prompt(doc["puzzle"]),
+    answer=lambda doc: doc["solution"],
+    score=lambda response, doc: score(response, doc["puzzle"], doc["solution"]),
+    primary_metric="solved",
+    gen_length=GEN_LENGTH,
+    steps=8,
+    test_seed=TEST_SEED,
+    validation_seed=VALIDATION_SEED,
+    train_seed=TRAIN_SEED,
+)

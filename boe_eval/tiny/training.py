@@ -8,6 +8,7 @@ seconds; the checkpoint kept is the one with the best validation loss.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 from tqdm.auto import tqdm
 from transformers import BertConfig, BertForMaskedLM
 
@@ -35,35 +37,66 @@ class TrainConfig:
     seed: int = 0
     threads: int = 1
     min_t: float = 1e-3
+    dropout: float = 0.1
+    warmup: int = 0
+    cosine: bool = False
+    #: length of the cosine schedule (None = `steps`); a longer schedule stopped early at `steps`
+    #: trains exactly the first `steps` steps of the longer run
+    schedule_steps: int | None = None
+    snapshot_every: int = 0  #: also save the model every N steps under out/snapshots/step<N> (0 = never)
 
 
-def encode_pairs(tokenizer, pairs: list[tuple[str, str]]) -> tuple[torch.Tensor, int]:
-    """Token ids [B, P + A] of equal-length prompt/answer pairs, and the prompt length P."""
-    ids = [tokenizer(p + a, add_special_tokens=False).input_ids for p, a in pairs]
-    prompt_len = len(tokenizer(pairs[0][0], add_special_tokens=False).input_ids)
-    if len({len(x) for x in ids}) != 1:
-        raise ValueError("built-in training expects fixed-length prompts and answers")
-    return torch.tensor(ids), prompt_len
+@dataclass
+class Batch:
+    input_ids: Tensor  #: [B, W] prompt + answer + EOS padding, right-padded with PAD
+    attention_mask: Tensor | None  #: [B, W], None when no row is padded
+    gen_positions: Tensor  #: [B, G] positions of each row's generation slots
 
 
-def mdm_loss(model, x: torch.Tensor, prompt_len: int, mask_id: int, generator: torch.Generator, min_t: float) -> torch.Tensor:
-    """Masked-diffusion loss (eq. 6 with w_t = 1/t) on the answer part of `x`."""
-    b, length = x.shape
+def encode_pairs(tokenizer, pairs: list[tuple[str, str]], gen_length: int | None = None) -> Batch:
+    """Token ids of (prompt, answer) pairs laid out as the decoding canvas: prompt, then the answer
+    followed by EOS up to `gen_length` slots (LLaDA pads its SFT answers with EOS the same way;
+    None = the answers' own, equal, length), rows right-padded with PAD."""
+    prompts = [tokenizer(p, add_special_tokens=False).input_ids for p, _ in pairs]
+    answers = [tokenizer(a, add_special_tokens=False).input_ids for _, a in pairs]
+    if gen_length is None:
+        if len({len(a) for a in answers}) != 1:
+            raise ValueError("answers of different lengths need a gen_length")
+        gen_length = len(answers[0])
+    rows = []
+    for p, a in zip(prompts, answers):
+        if len(a) > gen_length:
+            raise ValueError(f"answer of {len(a)} tokens does not fit gen_length={gen_length}")
+        rows.append(p + a + [tokenizer.eos_token_id] * (gen_length - len(a)))
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        attention[i, : len(r)] = 1
+    starts = torch.tensor([len(p) for p in prompts])
+    gen_positions = starts[:, None] + torch.arange(gen_length)[None]
+    return Batch(ids, None if bool(attention.all()) else attention, gen_positions)
+
+
+def mdm_loss(model, batch: Batch, mask_id: int, generator: torch.Generator, min_t: float) -> Tensor:
+    """Masked-diffusion loss (eq. 6 with w_t = 1/t) on the generation slots of `batch`, averaged
+    over those slots; prompt tokens are never masked."""
+    x = batch.input_ids
+    b, gen = batch.gen_positions.shape
     t = torch.rand(b, 1, generator=generator).clamp(min=min_t)
     masked = torch.zeros_like(x, dtype=torch.bool)
-    masked[:, prompt_len:] = torch.rand(b, length - prompt_len, generator=generator) < t
-    logits = model(input_ids=x.masked_fill(masked, mask_id)).logits
+    masked.scatter_(1, batch.gen_positions, torch.rand(b, gen, generator=generator) < t)
+    logits = model(input_ids=x.masked_fill(masked, mask_id), attention_mask=batch.attention_mask).logits
     weights = (1.0 / t).expand_as(masked)[masked]
     ce = F.cross_entropy(logits[masked], x[masked], reduction="none")
-    return (ce * weights).sum() / (b * (length - prompt_len))
+    return (ce * weights).sum() / (b * gen)
 
 
-def train(stream: Iterator[tuple[str, str]], validation: list[tuple[str, str]], config: TrainConfig, out: Path) -> dict:
-    """Train a BertForMaskedLM MDM; save the best-validation checkpoint (+ tokenizer) to `out`."""
-    torch.set_num_threads(config.threads)
+def build_model(tokenizer, config: TrainConfig) -> BertForMaskedLM:
+    """A freshly initialised BertForMaskedLM (bidirectional, time-independent like LLaDA)."""
     torch.manual_seed(config.seed)
-    tokenizer = build_char_tokenizer()
-    model = BertForMaskedLM(
+    return BertForMaskedLM(
         BertConfig(
             vocab_size=len(tokenizer),
             hidden_size=config.hidden_size,
@@ -71,19 +104,49 @@ def train(stream: Iterator[tuple[str, str]], validation: list[tuple[str, str]], 
             num_attention_heads=config.heads,
             intermediate_size=2 * config.hidden_size,
             max_position_embeddings=config.max_positions,
+            hidden_dropout_prob=config.dropout,
+            attention_probs_dropout_prob=config.dropout,
             pad_token_id=tokenizer.pad_token_id,
         )
     )
+
+
+def learning_rate(step: int, config: TrainConfig) -> float:
+    """Linear warm-up over `warmup` steps, then constant or (cosine=True) cosine decay to 10%."""
+    if config.warmup and step <= config.warmup:
+        return config.lr * step / config.warmup
+    if not config.cosine:
+        return config.lr
+    total = config.schedule_steps or config.steps
+    progress = (step - config.warmup) / max(1, total - config.warmup)
+    return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train(
+    stream: Iterator[tuple[str, str]],
+    validation: list[tuple[str, str]],
+    config: TrainConfig,
+    out: Path,
+    gen_length: int | None = None,
+) -> dict:
+    """Train a BertForMaskedLM MDM on `stream`; save the best-validation-loss checkpoint (+ tokenizer)
+    to `out`. Answers are padded with EOS to `gen_length` slots (None: fixed-length answers)."""
+    torch.set_num_threads(config.threads)
+    tokenizer = build_char_tokenizer()
+    model = build_model(tokenizer, config)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     gen = torch.Generator().manual_seed(config.seed)
-    val_x, val_p = encode_pairs(tokenizer, validation)
+    val_batch = encode_pairs(tokenizer, validation, gen_length)
     best = {"val_loss": float("inf"), "step": 0}
+    history = []
     start = time.perf_counter()
     bar = tqdm(range(1, config.steps + 1), desc="training", mininterval=5)
     for step in bar:
         model.train()
-        x, prompt_len = encode_pairs(tokenizer, [next(stream) for _ in range(config.batch_size)])
-        loss = mdm_loss(model, x, prompt_len, tokenizer.mask_token_id, gen, config.min_t)
+        for group in optimiser.param_groups:
+            group["lr"] = learning_rate(step, config)
+        batch = encode_pairs(tokenizer, [next(stream) for _ in range(config.batch_size)], gen_length)
+        loss = mdm_loss(model, batch, tokenizer.mask_token_id, gen, config.min_t)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -91,12 +154,18 @@ def train(stream: Iterator[tuple[str, str]], validation: list[tuple[str, str]], 
             model.eval()
             with torch.no_grad():
                 val_gen = torch.Generator().manual_seed(12345)  # same masks at every evaluation
-                val = float(mdm_loss(model, val_x, val_p, tokenizer.mask_token_id, val_gen, config.min_t))
+                val = float(mdm_loss(model, val_batch, tokenizer.mask_token_id, val_gen, config.min_t))
+            history.append({"step": step, "loss": round(loss.item(), 4), "val_loss": round(val, 4),
+                            "seconds": round(time.perf_counter() - start, 1)})
             bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{val:.3f}")
+            if config.snapshot_every and step % config.snapshot_every == 0:
+                model.save_pretrained(out / "snapshots" / f"step{step}")
+                tokenizer.save_pretrained(out / "snapshots" / f"step{step}")
             if val < best["val_loss"]:
                 best = {"val_loss": val, "step": step}
                 model.save_pretrained(out)
                 tokenizer.save_pretrained(out)
     best["train_seconds"] = time.perf_counter() - start
     best["parameters"] = sum(p.numel() for p in model.parameters())
+    best["history"] = history
     return best
