@@ -174,8 +174,8 @@ def test_model_name_follows_a_path_that_leaves_the_built_in_model(tiny_bert_dir,
 
     # the default (built-in) model config pointed at another directory is not reported as built-in
     cfg = compose([f"model.path={tiny_bert_dir}", f"output_dir={tmp_path}"])
-    assert cfg.model.name == "tiny_sudoku" and model_label(cfg, str(tiny_bert_dir)) == Path(tiny_bert_dir).name
-    assert model_label(cfg, "builtin:tiny_sudoku") == "tiny_sudoku"
+    assert cfg.model.name == "tiny_addition" and model_label(cfg, str(tiny_bert_dir)) == Path(tiny_bert_dir).name
+    assert model_label(cfg, "builtin:tiny_addition") == "tiny_addition"
     # a named non-built-in config (as for local LLaDA weights) keeps its name whatever the path
     cfg = compose(toy_overrides(tiny_bert_dir, tmp_path))
     assert model_label(cfg, str(tiny_bert_dir)) == cfg.model.name == "tiny-random"
