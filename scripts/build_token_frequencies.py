@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Build the background token frequencies f_bg of PC-Sampler (REFERENCES.md 5.2) for one tokenizer.
+"""Build the background token frequencies f_bg of PC-Sampler (docs/references.md §4) for one tokenizer.
 
 Tokenizes a local text corpus with the model's tokenizer (no special tokens added) and writes
 `{"tokenizer": ..., "corpus": [...], "num_tokens": N, "frequencies": {"<id>": count / N, ...}}`.

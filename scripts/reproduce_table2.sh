@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Reproduce TABES Table 2 (LLaDA-8B, pass@1) with boe-eval, on a machine that holds the weights locally.
 #
-# Protocol (TABES section 4.1, the d1 decoding setup of LookUM / PC-Sampler; REFERENCES.md 5.5, 5.6, 6):
+# Protocol (TABES section 4.1, the d1 decoding setup of LookUM / PC-Sampler; docs/references.md §7, §9; docs/protocols.md):
 #   model          GSAI-ML/LLaDA-8B-Instruct (bf16), chat template, zero-shot d1 prompts
-#                  (the paper's baselines equal d1's LLaDA-8B-Instruct numbers, REFERENCES.md 5.6)
+#                  (the paper's baselines equal d1's LLaDA-8B-Instruct numbers, docs/references.md §9)
 #   tasks          mbpp humaneval gsm8k math500 countdown sudoku (configs/task/<name>.yaml)
 #   lengths        L = 128 and 256, block length 32
 #   steps          T = L/2 for every sampler (two tokens per step, fixed horizon; configs/sweep/paper_table2.yaml)

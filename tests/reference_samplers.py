@@ -2,7 +2,7 @@
 (one sequence, explicit loops, `topk`), independently of boe_eval's loop and sampler classes.
 
 Each takes `model`, a function x [1, L] -> logits [1, L, V] (the mask token already at -inf), and
-returns (generated tokens, number of model calls). Sources: REFERENCES.md section 5 and the files
+returns (generated tokens, number of model calls). Sources: docs/references.md §3-§9 and the files
 named in each docstring.
 """
 

@@ -1,4 +1,4 @@
-"""The denoiser layer (DESIGN.md "Denoiser"): loading, alignment, inputs_embeds, padding, batching invariance.
+"""The denoiser layer (docs/design.md "Denoiser"): loading, alignment, inputs_embeds, padding, batching invariance.
 
 Architectures: BERT and ModernBERT (tiny random configs from transformers) and the project's stand-ins for
 the remote code of LLaDA, Dream and MDLM (tests/fixtures/remote_code), loaded through

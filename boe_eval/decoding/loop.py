@@ -1,4 +1,4 @@
-"""The one decoding loop (DESIGN.md "Decoding loop"; REFERENCES.md section 1 is the reference).
+"""The one decoding loop (docs/design.md "Decoding loop"; docs/references.md §1 is the reference).
 
 Canvas: each row is [prompt, MASK x gen_length] right-padded to the batch width with a real
 attention mask, so a sequence decodes to the same tokens whatever else is in its batch. Blocks are

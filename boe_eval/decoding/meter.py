@@ -1,4 +1,4 @@
-"""The compute meter (DESIGN.md "Meter"; paper Appendix A.3.4).
+"""The compute meter (docs/design.md "Meter"; paper Appendix A.3.4).
 
 Every denoiser call goes through `MeteredDenoiser`, which counts, per sequence of the batch:
 forward passes, backward passes, NFE (every denoiser invocation is one NFE, surrogate forwards

@@ -1,4 +1,4 @@
-"""Per-step token budgets b_t and the block layout (REFERENCES.md section 1, LLaDA `generate.py`)."""
+"""Per-step token budgets b_t and the block layout (docs/references.md §1, LLaDA `generate.py`)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ are gathered on rank 0 and only rank 0 writes rows. Without CUDA the processes u
 configured, so on a CPU-only machine launch with `--multi_gpu`, which uses torch.distributed.run.)
 Launched plainly (one process), nothing is initialised and every collective is a no-op: in
 particular `barrier` never calls `wait_for_everyone` on a missing accelerator (the crash in LLaDA's
-`eval_llada.py`, REFERENCES.md section 10, pitfall 6).
+`eval_llada.py`, docs/references.md §1).
 """
 
 from __future__ import annotations

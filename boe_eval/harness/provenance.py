@@ -37,8 +37,7 @@ def _version(package: str) -> str:
 
 
 def accelerator_name() -> str:
-    """The GPU model (kernels differ between GPU types and change greedy results, REFERENCES.md
-    section 10, pitfall 7), or `cpu`."""
+    """The GPU model (kernels differ between GPU types and change greedy results, docs/references.md §11.6), or `cpu`."""
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(torch.cuda.current_device())
     return "cpu"

@@ -1,4 +1,4 @@
-"""Tidy result rows (DESIGN.md "Results"): one row per (run, example) plus one summary row per run.
+"""Tidy result rows (docs/design.md "Results"): one row per (run, example) plus one summary row per run.
 
 A run ("cell": model x sampler x task x decoding settings x seed) writes all its rows at once to
 `<results_dir>/rows/<cell_id>.jsonl` through a temporary file and `os.replace`, so a file is either

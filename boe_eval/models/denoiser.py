@@ -1,4 +1,4 @@
-"""The denoiser contract (DESIGN.md "Denoiser"): everything model-specific lives behind this class.
+"""The denoiser contract (docs/design.md "Denoiser"): everything model-specific lives behind this class.
 
 `logits(...)[:, i]` predicts token i of the canvas, for every supported architecture.
 Samplers and the decoding loop never touch the underlying `transformers` model directly; they call
@@ -40,7 +40,7 @@ class Denoiser:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.mask_id = int(mask_id)
-        #: tokens that may be predicted but get -inf confidence (LLaDA's EOS/EoT, REFERENCES.md 1.4)
+        #: tokens that may be predicted but get -inf confidence (LLaDA's EOS/EoT, docs/references.md §1.4)
         self.suppress_ids = tuple(int(i) for i in suppress_ids)
         #: tokens that may never be written (the mask token itself, padding)
         self.forbidden_ids = tuple(sorted({int(i) for i in forbidden_ids} | {self.mask_id}))

@@ -3,7 +3,7 @@
 Dream is initialised from an autoregressive model and keeps its convention: the raw logits at position i
 predict token i + 1. Dream's own sampler (`generation_utils.py::_sample`) undoes it with
 `logits = cat([logits[:, :1], logits[:, :-1]], 1)`, and so does `DreamDenoiser`, so that `logits[:, i]` predicts
-token i (REFERENCES.md section 4, pitfall 10). For padded batches Dream's sampler passes a 4-D boolean mask
+token i (docs/references.md §2). For padded batches Dream's sampler passes a 4-D boolean mask
 [B, 1, L, L] and `position_ids = cumsum(mask) - 1`; the remote code's attention uses the mask only when it is a
 tensor (else full attention). `config.model_type` is "Dream" (capital D).
 """

@@ -5,7 +5,7 @@ The hub remote code (`modeling_llada.py`, loaded with `AutoModel` + `trust_remot
 `LLaDAModel.forward(..., input_embeddings=...)`. Its logits are aligned with the input (no shift). The hub
 code as measured (transformers 4.57) builds an attention bias from `attention_mask` but never applies it, so
 padded positions are attended to: the load-time probe (boe_eval.models.padding_probe) then reports False and
-the loop batches only prompts of equal length. Token ids (REFERENCES.md section 1): mask 126336, EOS/pad
+the loop batches only prompts of equal length. Token ids (docs/references.md §1): mask 126336, EOS/pad
 `<|endoftext|>` 126081, end of turn `<|eot_id|>` 126348.
 """
 
@@ -24,7 +24,7 @@ from boe_eval.models.loading import LOADERS, load_remote_code_model, load_tokeni
 DEFAULT_MASK_ID = 126336
 MASK_TOKEN = "<|mdm_mask|>"
 #: EOS (126081) and end of turn (126348): predicted, but given -inf confidence (LLaDA's
-#: `confidence_eos_eot_inf` as intended, REFERENCES.md 1.4 / pitfall 1)
+#: `confidence_eos_eot_inf` as intended, docs/references.md §1.4 / §11.1)
 SUPPRESSED_TOKENS = ("<|endoftext|>", "<|eot_id|>")
 
 

@@ -1,4 +1,4 @@
-"""EB-Sampler (Ben-Hamu et al., arXiv 2505.24857, Fig. 4 / App. B Alg. 1; REFERENCES.md 5.4).
+"""EB-Sampler (Ben-Hamu et al., arXiv 2505.24857, Fig. 4 / App. B Alg. 1; docs/references.md §6).
 
 Per step: order the masked slots of the current block by an error proxy (best first: highest
 confidence, lowest entropy or highest margin), then commit the longest prefix U of that order with

@@ -1,4 +1,4 @@
-"""Top-k greedy baselines (REFERENCES.md 5.1): confidence, margin, entropy and random order.
+"""Top-k greedy baselines (docs/references.md §3): confidence, margin, entropy and random order.
 
 Scores use the untempered distribution p_theta(. | x_t) as LLaDA does, even when the written token is
 sampled at a temperature; the choice is restricted to the current block; the step budget comes

@@ -1,4 +1,4 @@
-"""KLASS, KL-adaptive stability sampling (Kim et al., arXiv 2511.05664; REFERENCES.md 5.7;
+"""KLASS, KL-adaptive stability sampling (Kim et al., arXiv 2511.05664; docs/references.md §8;
 `shkim0116/KLASS:src/model/llada_klass.py::stable_confident_decode`, alg="klass", unmask_strategy="all").
 
 Every forward gives p_t at every slot; KL_t(i) = sum_v p_t(v) (log(p_t(v) + 1e-12) - log(p_{t-1}(v) + 1e-12))

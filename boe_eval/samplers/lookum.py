@@ -1,4 +1,4 @@
-"""LookUM, lookahead unmasking (Lee, Kim, Park, Park, arXiv 2511.05563; REFERENCES.md 5.5).
+"""LookUM, lookahead unmasking (Lee, Kim, Park, Park, arXiv 2511.05563; docs/references.md §7).
 
 Per step, with b the step's budget:
 1. path generator: the pool P of the max(|P|, b) most certain masked slots of the current block

@@ -1,4 +1,4 @@
-"""PC-Sampler (Huang et al., arXiv 2508.13021; REFERENCES.md 5.2): position-aware calibrated confidence.
+"""PC-Sampler (Huang et al., arXiv 2508.13021; docs/references.md §4): position-aware calibrated confidence.
 
 Score of a masked slot i of the current block (NEUIR/PC-Sampler `src/generate.py::pc_sampler_function`):
 

@@ -1,4 +1,4 @@
-"""ReMDM, remasking discrete diffusion (Wang, Schiff, Sahoo, Kuleshov, arXiv 2503.00307; REFERENCES.md 5.3).
+"""ReMDM, remasking discrete diffusion (Wang, Schiff, Sahoo, Kuleshov, arXiv 2503.00307; docs/references.md §5).
 
 Two of the three "ReMDM"s in circulation, each under its own name so every result row names it:
 
