@@ -1,4 +1,6 @@
-"""lm-eval custom model `boe`: generation with any registered sampler through the one decoding loop.
+"""lm-eval custom model `boe`: generation with any registered sampler through the one decoding loop;
+log-likelihood requests by LLaDA's Monte-Carlo ELBO (`boe_eval.decoding.elbo`; model_args `mc_num`,
+`mc_batch_size`, `check_greedy`, `max_length`).
 
     boe-lm-eval --model boe --model_args pretrained=<dir>,sampler=margin,steps=64 --tasks sudoku \
         --include_path tasks --limit 8
@@ -26,9 +28,11 @@ import torch
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
+from boe_eval.decoding.elbo import ELBOConfig, LikelihoodResult, elbo_loglikelihoods
 from boe_eval.decoding.loop import DecodeConfig, cut_at_stop, generate_batched, generation_text
 from boe_eval.decoding.schedule import ConfigError
 from boe_eval.harness.distributed import data_parallel
+from boe_eval.harness.likelihood import encode_pair, fit_context, rolling_windows
 from boe_eval.harness.schema import check_sampler_params
 from boe_eval.models.denoiser import Denoiser
 from boe_eval.models.loading import load_denoiser
@@ -99,9 +103,23 @@ class BoeLM(LM):
         denoiser: Denoiser | None = None,
         progress: bool = True,
         max_batch_size: int | None = None,  # accepted for lm-eval compatibility; unused
+        mc_num: int | str = 128,
+        mc_batch_size: int | str | None = None,
+        check_greedy: bool | str = False,
+        max_length: int | str | None = None,
         **sampler_params: Any,
     ) -> None:
         super().__init__()
+        # loglikelihood requests: Monte-Carlo ELBO settings (boe_eval.decoding.elbo), checked before any load
+        mc = _coerce(mc_num)
+        mc_batch = _coerce(mc_batch_size) if mc_batch_size is not None else None
+        if mc_batch is None:  # LLaDA's default round of 32 samples
+            mc_batch = min(mc, 32) if isinstance(mc, int) and not isinstance(mc, bool) else mc
+        self.elbo = ELBOConfig(mc_num=mc, mc_batch_size=mc_batch, check_greedy=_as_bool(check_greedy))
+        self.elbo.validate()
+        self.max_length = _coerce(max_length)  # caps the likelihood window below the model's own
+        if self.max_length is not None and (not isinstance(self.max_length, int) or self.max_length <= 0):
+            raise ConfigError(f"max_length={self.max_length!r} is invalid: it must be a positive integer")
         #: data parallel under `accelerate launch` (lm-eval's evaluator shards requests by rank)
         self.data_parallel = data_parallel()
         self._rank, self._world_size = self.data_parallel.rank, self.data_parallel.world_size
@@ -130,6 +148,7 @@ class BoeLM(LM):
         self.batch_size = int(bs)
         if self.batch_size <= 0:
             raise ConfigError(f"batch_size={self.batch_size} is invalid: it must be a positive integer")
+        self.elbo = dataclasses.replace(self.elbo, max_rows=self.batch_size)  # rows per ELBO forward
         self.seed = int(_coerce(seed))
         self.early_stop = _as_bool(early_stop)
         self.record_trajectory = _as_bool(record_trajectory)
@@ -177,13 +196,69 @@ class BoeLM(LM):
             for part in gathered:
                 self.records.update(part)
 
-    def loglikelihood(self, requests):
-        raise NotImplementedError(
-            "the boe model implements generate_until only: loglikelihood (Monte-Carlo ELBO) is not available yet"
-        )
+    def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        """(ELBO estimate of log p(continuation | context), is_greedy) per request, by LLaDA's
+        Monte-Carlo estimator (`boe_eval.decoding.elbo`; model_args `mc_num`, `mc_batch_size`; rows
+        per forward = `batch_size`, at least one round). Every choice of a document shares its seed
+        (common random numbers across choices). `is_greedy` is LLaDA's greedy check with
+        `check_greedy=true`; otherwise False: the check costs T more forwards per request and LLaDA
+        recommends it off (no metric of its paper uses it)."""
+        window = self._likelihood_window()
+        pairs = []
+        for req in requests:
+            context, continuation = encode_pair(self.tokenizer, self._encode, *req.args[:2])
+            pairs.append((fit_context(context, continuation, window), continuation))
+        results = self._score_likelihoods(requests, pairs, [0] * len(pairs), disable_tqdm)
+        for req, res in zip(requests, results):
+            if hasattr(self, "cache_hook"):
+                self.cache_hook.add_partial("loglikelihood", req.args, (res.logprob, res.is_greedy))
+        return [(res.logprob, res.is_greedy) for res in results]
 
-    def loglikelihood_rolling(self, requests):
-        raise NotImplementedError("the boe model implements generate_until only")
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+        """Sum of the ELBOs of disjoint windows of the text, each given only the model's start tokens
+        (lm-eval's HF backend with context_len=1; one window when the model has no position limit)."""
+        window, prefix = self._likelihood_window(), self._encode("")
+        owners, pairs, parts = [], [], []
+        for n, req in enumerate(requests):
+            tokens = self.tokenizer(req.args[0], add_special_tokens=False).input_ids
+            for part, pair in enumerate(rolling_windows(tokens, prefix, window)):
+                owners.append(n)
+                pairs.append(pair)
+                parts.append(part)
+        results = self._score_likelihoods([requests[n] for n in owners], pairs, parts, disable_tqdm)
+        totals = [0.0] * len(requests)
+        for n, res in zip(owners, results):
+            totals[n] += res.logprob
+        return totals
+
+    def _likelihood_window(self) -> int | None:
+        limits = [v for v in (self.max_length, self.denoiser.max_length) if v is not None]
+        return min(limits) if limits else None
+
+    def _score_likelihoods(self, requests, pairs, parts: list[int], disable_tqdm: bool) -> list[LikelihoodResult]:
+        """ELBO of every token pair; request i's seed depends on (seed, task, doc id, window) only.
+        Records per document: summed compute and one entry per request."""
+        seeds = [
+            (request_seed(self.seed, getattr(req, "task_name", None), getattr(req, "doc_id", None), i) + part)
+            % (2**63 - 1)
+            for i, (req, part) in enumerate(zip(requests, parts))
+        ]
+        results = elbo_loglikelihoods(
+            self.denoiser, pairs, seeds, self.elbo,
+            progress=self.progress and not disable_tqdm and self.data_parallel.is_main,
+        )
+        for req, res in zip(requests, results):
+            key = (getattr(req, "task_name", None), getattr(req, "doc_id", None))
+            record = self.records.setdefault(key, {"mc_num": self.elbo.mc_num, "likelihood_requests": []})
+            record["likelihood_requests"].append(
+                {"idx": getattr(req, "idx", None), "logprob": res.logprob, "stderr": res.stderr,
+                 "is_greedy": res.is_greedy, "context_tokens": res.context_tokens,
+                 "continuation_tokens": res.continuation_tokens, **res.compute}
+            )
+            for name, value in res.compute.items():
+                record[name] = record.get(name, 0) + value
+        self._gather_records()
+        return results
 
     def decode_config(self, gen_kwargs: dict) -> DecodeConfig:
         """Canvas length: `gen_length` if set, else the task's `max_gen_toks`; steps default to one
