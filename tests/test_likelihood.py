@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import math
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 import torch
@@ -205,3 +206,33 @@ def test_adapter_loglikelihood_deterministic_and_recorded(addition):
     rolling = small.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, ("12+34=046",), 0, ("roll", 0, 1))])
     plain = small.loglikelihood([Instance("loglikelihood", {}, ("", "12+34=046"), 0, ("roll", 0, 1))])
     assert rolling[0] == pytest.approx(plain[0][0], abs=1e-9)
+
+
+def test_multiple_choice_task_end_to_end(addition, tmp_path):
+    """tiny_addition_choice through lm-eval: the built-in model picks the right sum far above chance
+    (1/4), and every example row gets its ELBO compute."""
+    import importlib.util
+
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    from boe_eval.harness.lm_adapter import BoeLM
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("make_choice", root / "scripts" / "make_tiny_addition_choice.py")
+    maker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(maker)
+    assert maker.write(tmp_path / "test.jsonl") == 50
+    vendored = root / "tasks" / "tiny_addition_choice" / "data" / "test.jsonl"
+    assert (tmp_path / "test.jsonl").read_bytes() == vendored.read_bytes()
+
+    lm = BoeLM(denoiser=addition, mc_num=32, mc_batch_size=8, batch_size=256, seed=3, progress=False)
+    out = lm_eval.simple_evaluate(model=lm, tasks=["tiny_addition_choice"],
+                                  task_manager=TaskManager(include_path=str(root / "tasks")),
+                                  limit=12, bootstrap_iters=0)
+    acc = out["results"]["tiny_addition_choice"]["acc,none"]
+    print(f"tiny_addition_choice acc on 12 items at mc_num=32: {acc:.3f}")
+    assert acc >= 0.75
+    for doc_id in range(12):
+        record = lm.records[("tiny_addition_choice", doc_id)]
+        assert len(record["likelihood_requests"]) == 4 and record["nfe"] == 4 * 32
