@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from fixtures.models import dream, dream_dir, llada, llada_dir, mdlm, mdlm_dir  # noqa: F401  (pytest fixtures)
+
 from boe_eval.decoding import DecodeConfig, generate_batched
 from boe_eval.decoding.elbo import ELBOConfig, draw_masks, elbo_loglikelihoods, stratified_mask_counts
 from boe_eval.decoding.schedule import ConfigError
@@ -236,3 +238,28 @@ def test_multiple_choice_task_end_to_end(addition, tmp_path):
     for doc_id in range(12):
         record = lm.records[("tiny_addition_choice", doc_id)]
         assert len(record["likelihood_requests"]) == 4 and record["nfe"] == 4 * 32
+
+
+@pytest.mark.parametrize("family", ["llada", "dream", "mdlm"])
+def test_every_family_exact_for_one_token_and_independent_of_packing(family, request):
+    """LLaDA ignores the padding mask (only equal lengths share a forward), Dream's logits are
+    shifted back inside the denoiser, MDLM gets t = l / T: a one-token continuation is still
+    log p(x | context) exactly, and packing requests into one forward changes nothing."""
+    model = request.getfixturevalue(family)
+    vocab = min(model.vocab_size, 50)
+    gen = torch.Generator().manual_seed(0)
+    pairs = [(torch.randint(5, vocab, (n,), generator=gen).tolist(), torch.randint(5, vocab, (t,), generator=gen).tolist())
+             for n, t in [(5, 1), (3, 4), (6, 3), (2, 2), (4, 3), (1, 3)]]
+    pairs = [([c for c in ctx if c != model.mask_id], [c for c in cont if c != model.mask_id]) for ctx, cont in pairs]
+    seeds = [1, 2, 3, 4, 5, 6]
+    alone = elbo_loglikelihoods(model, pairs, seeds, ELBOConfig(mc_num=8, mc_batch_size=4, max_rows=4))
+    packed = elbo_loglikelihoods(model, pairs, seeds, ELBOConfig(mc_num=8, mc_batch_size=4, max_rows=64))
+    for a, b in zip(alone, packed):
+        assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
+    context, target = pairs[0]
+    x = torch.tensor([context + [model.mask_id]], device=model.device)
+    timestep = torch.ones(1, device=model.device) if model.time_conditioned else None
+    with torch.no_grad():
+        logits = model.logits(x, attention_mask=torch.ones_like(x), timestep=timestep)
+    expected = float(logits.double().log_softmax(-1)[0, -1, target[0]])
+    assert alone[0].logprob == pytest.approx(expected, abs=1e-4)
