@@ -210,6 +210,7 @@ def test_adapter_loglikelihood_deterministic_and_recorded(addition):
     assert rolling[0] == pytest.approx(plain[0][0], abs=1e-9)
 
 
+@pytest.mark.slow
 def test_multiple_choice_task_end_to_end(addition, tmp_path):
     """tiny_addition_choice through lm-eval: the built-in model picks the right sum far above chance
     (1/4), and every example row gets its ELBO compute."""

@@ -39,6 +39,8 @@ from boe_eval.models.loading import load_denoiser
 from boe_eval.samplers.base import Sampler, build_sampler
 
 _FALSE = {"false", "0", "no", "off"}
+#: per-request compute summed into a document's record (MeteredDenoiser's counters)
+LIKELIHOOD_COMPUTE = ("nfe", "forwards", "backwards", "forward_equivalents", "tokens_processed", "wall_time_s")
 
 
 def _as_bool(value: Any) -> bool:
@@ -247,17 +249,22 @@ class BoeLM(LM):
             self.denoiser, pairs, seeds, self.elbo,
             progress=self.progress and not disable_tqdm and self.data_parallel.is_main,
         )
-        for req, res in zip(requests, results):
-            key = (getattr(req, "task_name", None), getattr(req, "doc_id", None))
-            record = self.records.setdefault(key, {"mc_num": self.elbo.mc_num, "likelihood_requests": []})
-            record["likelihood_requests"].append(
-                {"idx": getattr(req, "idx", None), "logprob": res.logprob, "stderr": res.stderr,
-                 "is_greedy": res.is_greedy, "context_tokens": res.context_tokens,
-                 "continuation_tokens": res.continuation_tokens, **res.compute}
-            )
-            for name, value in res.compute.items():
-                record[name] = record.get(name, 0) + value
-        self._gather_records()
+        entries = [
+            ((getattr(req, "task_name", None), getattr(req, "doc_id", None)),
+             {"idx": getattr(req, "idx", None), "logprob": res.logprob, "stderr": res.stderr,
+              "is_greedy": res.is_greedy, "context_tokens": res.context_tokens,
+              "continuation_tokens": res.continuation_tokens, **res.compute})
+            for req, res in zip(requests, results)
+        ]
+        # a document's choices may be scored on different ranks: merge them entry by entry on rank 0
+        for part in self.data_parallel.gather_object(entries) or []:
+            for key, entry in part:
+                record = self.records.setdefault(key, {"mc_num": self.elbo.mc_num, "likelihood_requests": []})
+                record["likelihood_requests"].append(entry)
+                record["likelihood_requests"].sort(key=lambda e: (e["idx"] is None, e["idx"] or 0))
+                for name, value in entry.items():
+                    if name in LIKELIHOOD_COMPUTE:
+                        record[name] = record.get(name, 0) + value
         return results
 
     def decode_config(self, gen_kwargs: dict) -> DecodeConfig:
