@@ -72,13 +72,6 @@ def test_adapter_rejects_unknown_sampler_parameters(tiny_bert):
         BoeLM(denoiser=tiny_bert, sampler="nope")
 
 
-def test_adapter_loglikelihood_is_clearly_unsupported(tiny_bert):
-    from boe_eval.harness.lm_adapter import BoeLM
-
-    with pytest.raises(NotImplementedError, match="generate_until only"):
-        BoeLM(denoiser=tiny_bert).loglikelihood([])
-
-
 def test_job_writes_rows_and_summary_and_skips_completed_cells(tiny_bert_dir, tmp_path):
     from boe_eval.harness.cli import run_job
 
