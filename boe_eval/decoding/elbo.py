@@ -12,7 +12,7 @@ continuation positions (evenly spaced counts: stratified sampling of l), the pos
 without replacement; a row's loss is Σ_{masked} CE · T / l_j, a round's value the mean over its rows,
 and the estimate −(mean over rounds). `mc_num = 128`, `b = 32` are LLaDA's defaults.
 
-Where this restatement differs:
+Where this restatement differs (docs/protocols.md §5):
 * the offsets round(j·T/b) are rounded half up in integer arithmetic, so each row's l is exactly
   uniform on 1..T (LLaDA's float round-half-to-even maps two k to one l when j·T/b is a half
   integer, e.g. T = 3, b = 2 never masks all 3 tokens in row 1);
