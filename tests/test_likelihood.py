@@ -66,7 +66,9 @@ def subset_log_likelihoods(denoiser, context: list[int], continuation: list[int]
     return out
 
 
-def exact_elbo(terms: dict[tuple[int, ...], float], T: int, weights: dict[int, Fraction], reweight: bool = True) -> float:
+def exact_elbo(
+    terms: dict[tuple[int, ...], float], T: int, weights: dict[int, Fraction], reweight: bool = True
+) -> float:
     """sum_l w(l) * mean over |S| = l of (T / l) * sum_{i in S} log p(x_i | x with S masked)
     (without the T / l factor when `reweight` is False)."""
     return sum(
@@ -137,7 +139,8 @@ def test_same_seed_same_value_across_batching_and_order(addition):
     seeds = [11, 12, 13, 14]
     one = elbo_loglikelihoods(addition, pairs, seeds, ELBOConfig(mc_num=16, mc_batch_size=4, max_rows=4))
     packed = elbo_loglikelihoods(addition, pairs, seeds, ELBOConfig(mc_num=16, mc_batch_size=4, max_rows=64))
-    reverse = elbo_loglikelihoods(addition, pairs[::-1], seeds[::-1], ELBOConfig(mc_num=16, mc_batch_size=4, max_rows=8))
+    reverse = elbo_loglikelihoods(addition, pairs[::-1], seeds[::-1],
+                                  ELBOConfig(mc_num=16, mc_batch_size=4, max_rows=8))
     for a, b, c in zip(one, packed, reverse[::-1]):
         assert a.logprob == pytest.approx(b.logprob, abs=1e-4) and a.logprob == pytest.approx(c.logprob, abs=1e-4)
         assert a.compute["nfe"] == b.compute["nfe"] == c.compute["nfe"] == 16
@@ -153,7 +156,8 @@ def test_greedy_check_equals_one_token_per_step_confidence_decoding(addition):
     texts = [addition.tokenizer.decode(r.tokens) for r in decoded]
     pairs = [(ids(addition, p), ids(addition, t)) for p, t in zip(prompts, texts)]
     pairs += [(ids(addition, prompts[0]), ids(addition, WRONG))]
-    results = elbo_loglikelihoods(addition, pairs, [1, 2, 3, 4], ELBOConfig(mc_num=4, mc_batch_size=4, check_greedy=True))
+    results = elbo_loglikelihoods(addition, pairs, [1, 2, 3, 4],
+                                  ELBOConfig(mc_num=4, mc_batch_size=4, check_greedy=True))
     assert [r.is_greedy for r in results] == [True, True, True, False]
     assert all(r.compute["nfe"] == 4 + 11 for r in results)
     unchecked = elbo_loglikelihoods(addition, pairs[:1], [1], ELBOConfig(mc_num=4, mc_batch_size=4))
@@ -249,8 +253,8 @@ def test_every_family_exact_for_one_token_and_independent_of_packing(family, req
     model = request.getfixturevalue(family)
     vocab = min(model.vocab_size, 50)
     gen = torch.Generator().manual_seed(0)
-    pairs = [(torch.randint(5, vocab, (n,), generator=gen).tolist(), torch.randint(5, vocab, (t,), generator=gen).tolist())
-             for n, t in [(5, 1), (3, 4), (6, 3), (2, 2), (4, 3), (1, 3)]]
+    draw = lambda n: torch.randint(5, vocab, (n,), generator=gen).tolist()  # noqa: E731
+    pairs = [(draw(n), draw(t)) for n, t in [(5, 1), (3, 4), (6, 3), (2, 2), (4, 3), (1, 3)]]
     pairs = [([c for c in ctx if c != model.mask_id], [c for c in cont if c != model.mask_id]) for ctx, cont in pairs]
     seeds = [1, 2, 3, 4, 5, 6]
     alone = elbo_loglikelihoods(model, pairs, seeds, ELBOConfig(mc_num=8, mc_batch_size=4, max_rows=4))

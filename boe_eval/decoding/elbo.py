@@ -3,7 +3,7 @@
 For a context c and a continuation x of T tokens the masked-diffusion bound (LLaDA, Nie et al. 2025,
 conditional form of its eq. 3; SMDM) is
 
-    log p(x | c) >= ELBO = E_{l ~ U{1..T}} E_{S ⊆ [T], |S| = l} [ (T / l) Σ_{i ∈ S} log p(x_i | c, x with S masked) ]
+    log p(x | c) >= E_{l ~ U{1..T}} E_{S ⊆ [T], |S| = l} [ (T / l) Σ_{i ∈ S} log p(x_i | c, x with S masked) ]
 
 and LLaDA's lm-eval adapter (`eval_llada.py`: `_forward_process`, `get_loglikelihood`; ZHZisZZ/dllm's
 `MDLMEvalHarness` is the same estimator) estimates it with `mc_num` masked copies of the sequence in
