@@ -26,7 +26,7 @@ import torch
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
-from boe_eval.decoding.loop import DecodeConfig, cut_at_stop, generate_batched, generation_text
+from boe_eval.decoding.loop import DecodeConfig, SequenceResult, cut_at_stop, generate_batched, generation_text
 from boe_eval.decoding.schedule import ConfigError
 from boe_eval.harness.distributed import data_parallel
 from boe_eval.harness.schema import check_sampler_params
@@ -217,7 +217,6 @@ class BoeLM(LM):
             groups.setdefault(key, []).append(i)
         for key, idx in groups.items():
             config = configs[key]
-            max_toks = requests[idx[0]].args[1].get("max_gen_toks") if len(requests[idx[0]].args) > 1 else None
             prompts = [self._encode(requests[i].args[0]) for i in idx]
             seeds = [
                 request_seed(self.seed, getattr(requests[i], "task_name", None), getattr(requests[i], "doc_id", None), i)
@@ -234,11 +233,7 @@ class BoeLM(LM):
                 desc=f"{self.sampler.name}",
             )
             for i, res in zip(idx, results):
-                text = res.text
-                if max_toks is not None and int(max_toks) < config.gen_length:
-                    # the canvas is longer than the task allows: keep at most max_gen_toks tokens
-                    raw = generation_text(self.denoiser, res.tokens, config.stop_on_eos, int(max_toks))
-                    text = cut_at_stop(raw, config.until)
+                text = self.response_text(res, dict(requests[i].args[1]) if len(requests[i].args) > 1 else {}, config)
                 outputs[i] = text
                 req = requests[i]
                 self.records[(getattr(req, "task_name", None), getattr(req, "doc_id", None))] = {
@@ -255,6 +250,22 @@ class BoeLM(LM):
                     self.cache_hook.add_partial("generate_until", req.args, text)
         self._gather_records()
         return outputs  # type: ignore[return-value]
+
+    def response_text(self, res: SequenceResult, gen_kwargs: dict, config: DecodeConfig) -> str:
+        """The text handed back to lm-eval. By default the decode up to EOS, special tokens skipped,
+        cut at the first stop string. A task whose `generation_kwargs` set `full_canvas: true` (the
+        d1 protocol) gets every generated token decoded with its special tokens, as d1's
+        `batch_decode(out[:, -gen_length:], skip_special_tokens=False)` (slots an early stop left
+        masked are dropped). Either way at most the task's `max_gen_toks` tokens are kept."""
+        max_toks = gen_kwargs.get("max_gen_toks")
+        limit = int(max_toks) if max_toks is not None and int(max_toks) < config.gen_length else None
+        if _as_bool(gen_kwargs.get("full_canvas", False)):
+            kept = [t for t in res.tokens[:limit] if t != self.denoiser.mask_id]
+            return self.tokenizer.decode(kept, skip_special_tokens=False)
+        if limit is None:
+            return res.text
+        # the canvas is longer than the task allows: keep at most max_gen_toks tokens
+        return cut_at_stop(generation_text(self.denoiser, res.tokens, config.stop_on_eos, limit), config.until)
 
     def _encode(self, context: str) -> list[int]:
         ids = self.tokenizer(context, add_special_tokens=self.add_special_tokens).input_ids
