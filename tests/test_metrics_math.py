@@ -212,3 +212,55 @@ def test_a_worker_that_cannot_start_is_a_clear_error(monkeypatch):
     with pytest.raises(RuntimeError, match="exited at start"):
         verifier.equal("1", "1")
     verifier.close()
+
+
+def test_gsm8k_base_equals_lm_evals_own_gsm8k_task_config():
+    """The base protocol's scores equal what lm-eval's shipped `gsm8k` task (v3) computes: its two
+    filter pipelines (built from lm-eval's own gsm8k.yaml) and its exact_match with the yaml's
+    arguments, on the reference solutions and on answers written in other ways."""
+    from importlib.resources import files
+
+    import yaml
+    from lm_eval.api.instance import Instance
+    from lm_eval.api.registry import get_metric
+    from lm_eval.filters import build_filter_ensemble
+
+    config = yaml.safe_load((files("lm_eval") / "tasks" / "gsm8k" / "gsm8k.yaml").read_text())
+    loader = type("Loader", (yaml.SafeLoader,), {})
+    loader.add_constructor("!function", lambda loader_, node: loader_.construct_scalar(node))
+    mine = yaml.load((TASKS / "gsm8k" / "gsm8k_base.yaml").read_text(), Loader=loader)  # noqa: S506
+    assert mine["generation_kwargs"]["until"] == config["generation_kwargs"]["until"]
+    assert (mine["num_fewshot"], mine["doc_to_text"]) == (config["num_fewshot"], config["doc_to_text"])
+    pipelines = {
+        f["name"]: build_filter_ensemble(f["name"], [[step["function"], {k: v for k, v in step.items() if k != "function"}] for step in f["filter"]])
+        for f in config["filter_list"]
+    }
+    (metric,) = config["metric_list"]
+    kwargs = {k: v for k, v in metric.items() if k not in {"metric", "aggregation", "higher_is_better"}}
+    exact_match = get_metric(metric["metric"])
+
+    def lm_eval_scores(response: str, reference: str) -> dict[str, float]:
+        out = {}
+        for name, key in (("strict-match", "exact_match_strict"), ("flexible-extract", "exact_match_flexible")):
+            inst = Instance("generate_until", {}, ("", {}), 0)
+            inst.resps = [response]
+            pipelines[name].apply([inst])
+            prediction = inst.filtered_resps[name]
+            out[key] = float(exact_match(references=[reference], predictions=[prediction], **kwargs)["exact_match"])
+        return out
+
+    checked = 0
+    for row in GSM8K[::7]:
+        reference = row["answer"]
+        head, _, final = reference.rpartition("#### ")
+        for response in (
+            reference,
+            head + f"#### {final}.",
+            head + f"#### ${final}",
+            head + f"The answer is {final}.\n\nQuestion: next",
+            head + f"#### {int(final.replace(',', '')) + 1}",
+            f"{final} is wrong, it is 0",
+        ):
+            assert gsm8k.score_base(response, reference) == lm_eval_scores(response, reference), response[-60:]
+            checked += 1
+    assert checked == 6 * len(GSM8K[::7])
