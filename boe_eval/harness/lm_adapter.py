@@ -5,7 +5,9 @@
 
 `--model_args` keys: the decoding settings below; every other key is a parameter of the chosen
 sampler (validated against its config dataclass). Per-request compute (NFE, forwards, backwards,
-wall time) is kept in `records`, keyed by (task name, doc id), for the result rows.
+wall time) is kept in `records`, keyed by (task name, doc id), for the result rows; the project's
+entry points (`boe-lm-eval`, `boe-eval`) copy it into lm-eval's logged samples as
+`sample["compute"]` (`attach_compute`, `with_compute_in_samples`).
 
 Data parallel: launched N times by accelerate (`accelerate launch --multi_gpu --num_processes N
 -m boe_eval.harness.lm_eval_cli ...`, see `boe_eval.harness.distributed`), the model reports
@@ -18,8 +20,11 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import sys
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -137,6 +142,8 @@ class BoeLM(LM):
         self.progress = _as_bool(progress)
         #: (task, doc_id) -> per-request generation record (text, compute, trajectory)
         self.records: dict[tuple[str | None, int | None], dict] = {}
+        for created in _WATCHERS:
+            created.append(self)
 
     # ------------------------------------------------------------------ lm-eval interface
     @property
@@ -276,4 +283,76 @@ class BoeLM(LM):
         return list(ids)
 
 
-__all__ = ["BoeLM", "request_seed"]
+# ------------------------------------------------------------------------ compute in lm-eval's samples
+#: the fields of a record copied into a logged sample's `compute` (the trajectory too when recorded)
+COMPUTE_FIELDS = (
+    "nfe", "nfe_to_stop", "forwards", "backwards", "forward_equivalents", "tokens_processed", "wall_time_s",
+    "fallbacks", "stopped_early", "prompt_tokens", "gen_length", "steps", "block_length",
+)
+_WATCHERS: list[list[BoeLM]] = []
+
+
+@contextmanager
+def models_created() -> Iterator[list[BoeLM]]:
+    """Collects the `BoeLM`s constructed inside the block (lm-eval builds its model from a name)."""
+    created: list[BoeLM] = []
+    _WATCHERS.append(created)
+    try:
+        yield created
+    finally:
+        _WATCHERS.remove(created)
+
+
+def sample_compute(record: dict, sampler: Sampler | None = None) -> dict:
+    """A logged sample's `compute`: the metered cost of its generation (NFE, forwards, backwards,
+    forward-equivalents, tokens processed, wall time), the sampler's fallbacks and early stop, the
+    canvas layout, the sampler with its parameters, and the entropy trajectory when recorded."""
+    compute = {key: record[key] for key in COMPUTE_FIELDS if key in record}
+    if sampler is not None:
+        compute["sampler"] = sampler.name
+        compute["sampler_params"] = {k: v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
+                                     for k, v in sampler.params().items()}
+    if record.get("trajectory") is not None:
+        compute["trajectory"] = record["trajectory"]
+    return compute
+
+
+def attach_compute(samples: dict[str, list[dict]], lm: BoeLM) -> int:
+    """Add `compute` (see `sample_compute`) to each of lm-eval's logged samples whose request `lm`
+    generated, matched by (task name, doc id); returns how many samples got one."""
+    attached = 0
+    for task_name, task_samples in samples.items():
+        for sample in task_samples:
+            record = lm.records.get((task_name, sample.get("doc_id")))
+            if record is not None:
+                sample["compute"] = sample_compute(record, lm.sampler)
+                attached += 1
+    return attached
+
+
+def with_compute_in_samples(simple_evaluate: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap `lm_eval.simple_evaluate` so that the samples it returns (`--log_samples`) carry each
+    generation's compute, whether the `boe` model is passed in or built by lm-eval from its name."""
+
+    @functools.wraps(simple_evaluate)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with models_created() as created:
+            results = simple_evaluate(*args, **kwargs)
+        model = kwargs.get("model", args[0] if args else None)
+        models = [model] if isinstance(model, BoeLM) else created
+        if results and results.get("samples"):
+            for lm in models:
+                attach_compute(results["samples"], lm)
+        return results
+
+    return run
+
+
+__all__ = [
+    "BoeLM",
+    "attach_compute",
+    "models_created",
+    "request_seed",
+    "sample_compute",
+    "with_compute_in_samples",
+]
