@@ -45,6 +45,21 @@ def _records(path: Path) -> list[dict]:
         return [json.loads(line) for line in fh]
 
 
+def _semantic(task: str, item: dict, gsm_answers: dict, math_answers: dict) -> float:
+    """The project's `*_semantic` reading of one released generation."""
+    from boe_eval.metrics import countdown, gsm8k, math500, sudoku
+
+    text = item["generations"]
+    if task == "gsm8k":
+        return gsm8k.score_d1(text, gsm_answers[item["question"]])["boxed_answer_accuracy_semantic"]
+    if task == "math500":
+        return math500.score_d1(text, math_answers[item["question"]])["math_verify_accuracy_semantic"]
+    if task == "countdown":
+        return float(countdown.is_correct(countdown.semantic_expression(text), *item["ground_truth"]))
+    puzzle = re.search(r"Sudoku puzzle: ([0-9]{16})", item["question"]).group(1)
+    return sudoku.score(text, puzzle, item["ground_truth"])["cell_accuracy_semantic"]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("d1_dir", type=Path, help="a clone of github.com/dllm-reasoning/d1")
@@ -92,6 +107,7 @@ def main() -> int:
         setup = name.rsplit("_", 2)[0]
         tally[(setup, "n")] += len(ours)
         tally[(setup, "score")] += sum(float(a) for a in ours)
+        tally[(setup, "semantic")] += sum(_semantic(task, it, gsm_answers, math_answers) for it in items)
         for i, (a, b) in enumerate(zip(ours, theirs)):
             tally[(task, "items")] += 1
             tally[(task, "agree")] += int(a == b)
@@ -99,9 +115,10 @@ def main() -> int:
                 disagreements.append(f"{name} #{i}: project {a} d1 {b}")
     for task in ("gsm8k", "math500", "countdown", "sudoku"):
         print(f"{task:10s} agree {tally[(task, 'agree')]}/{tally[(task, 'items')]}")
-    print("project d1code score per setup (d1's parse_and_get_acc.py prints the same accuracy):")
+    print("score per setup: project d1code (d1's parse_and_get_acc.py prints the same) | project semantic")
     for setup in sorted({key[0] for key in tally if key[1] == "n"}):
-        print(f"  {setup:28s} {100 * tally[(setup, 'score')] / tally[(setup, 'n')]:6.2f}  ({tally[(setup, 'n')]} items)")
+        n = tally[(setup, "n")]
+        print(f"  {setup:28s} {100 * tally[(setup, 'score')] / n:6.2f} | {100 * tally[(setup, 'semantic')] / n:6.2f}  ({n} items)")
     for line in disagreements[:20]:
         print("  differs:", line)
     return 0 if not disagreements else 1
