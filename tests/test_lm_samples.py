@@ -133,3 +133,29 @@ def test_boe_lm_eval_log_samples_file_shows_nfe_per_sample(tiny_bert_dir, tmp_pa
     for sample in samples:
         print(path, "doc", sample["doc_id"], {k: sample["compute"][k] for k in ("nfe", "forwards", "backwards", "wall_time_s")})
         assert (sample["compute"]["nfe"], sample["compute"]["forwards"], sample["compute"]["backwards"]) == (4, 4, 0)
+
+
+def test_d1_tasks_rank_eos_eot_by_confidence_like_d1s_generate(tiny_bert):
+    import copy
+
+    from boe_eval.harness.lm_adapter import BoeLM, request_seed
+
+    prompt = tiny_bert.tokenizer("copy:ab=").input_ids
+    config = DecodeConfig(gen_length=12, steps=6, temperature=1.0)  # sampling: any change of order shows
+    seed = [request_seed(5, None, None, 0)]
+    plain = copy.copy(tiny_bert)
+    plain.suppress_ids = ()
+    (free,) = generate_batched(plain, [prompt], build_sampler("confidence"), config, seed, progress=False)
+    # suppress the free run's two most written tokens, like LLaDA's EOS/EoT: they then come last
+    suppressing = copy.copy(tiny_bert)
+    most = tuple(sorted(set(free.tokens), key=lambda t: (-free.tokens.count(t), t))[:2])
+    suppressing.suppress_ids = most
+    (ranked_last,) = generate_batched(suppressing, [prompt], build_sampler("confidence"), config, seed, progress=False)
+    assert ranked_last.tokens != free.tokens
+    lm = BoeLM(denoiser=suppressing, sampler="confidence", gen_length=12, steps=6, temperature=1.0, seed=5, progress=False)
+    kwargs = {"until": [], "max_gen_toks": 512, "full_canvas": True}
+    as_d1 = lm.generate_until([_instance("copy:ab=", {**kwargs, "suppress_eos_eot": False})])[0]
+    assert as_d1 == tiny_bert.tokenizer.batch_decode([free.tokens], skip_special_tokens=False)[0]
+    default = lm.generate_until([_instance("copy:ab=", kwargs)])[0]
+    assert default == tiny_bert.tokenizer.batch_decode([ranked_last.tokens], skip_special_tokens=False)[0]
+    assert suppressing.suppress_ids == most  # restored after the request

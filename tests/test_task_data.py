@@ -222,8 +222,9 @@ def test_process_results_reports_the_declared_metrics_and_stops_are_declared(tas
         declared = [m["metric"] for m in task.config.metric_list]
         if name.endswith("_base"):
             assert task.config.generation_kwargs["until"], name
-        else:  # d1 decodes and scores the whole canvas: no stop string
-            assert task.config.generation_kwargs["until"] == [] and task.config.generation_kwargs["full_canvas"], name
+        else:  # d1 decodes and scores the whole canvas (no stop string), EOS/EoT ranked by confidence
+            kwargs = task.config.generation_kwargs
+            assert kwargs["until"] == [] and kwargs["full_canvas"] and kwargs["suppress_eos_eot"] is False, name
         # the adapter cuts text at max_gen_toks: it must not cut the protocol's longest runs
         assert task.config.generation_kwargs["max_gen_toks"] >= (1024 if name.endswith("_base") else 512), name
         for doc in list(task.eval_docs)[:3]:

@@ -219,7 +219,7 @@ class BoeLM(LM):
         for i, req in enumerate(requests):
             gen_kwargs = dict(req.args[1]) if len(req.args) > 1 else {}
             config = self.decode_config(gen_kwargs)
-            key = repr(dataclasses.astuple(config)) + repr(gen_kwargs.get("max_gen_toks"))
+            key = repr((dataclasses.astuple(config), gen_kwargs.get("max_gen_toks"), _suppresses(gen_kwargs)))
             configs[key] = config
             groups.setdefault(key, []).append(i)
         for key, idx in groups.items():
@@ -229,16 +229,18 @@ class BoeLM(LM):
                 request_seed(self.seed, getattr(requests[i], "task_name", None), getattr(requests[i], "doc_id", None), i)
                 for i in idx
             ]
-            results = generate_batched(
-                self.denoiser,
-                prompts,
-                self.sampler,
-                config,
-                seeds,
-                batch_size=self.batch_size,
-                progress=self.progress and not disable_tqdm and self.data_parallel.is_main,
-                desc=f"{self.sampler.name}",
-            )
+            first_kwargs = dict(requests[idx[0]].args[1]) if len(requests[idx[0]].args) > 1 else {}
+            with self._eos_eot_suppression(_suppresses(first_kwargs)):
+                results = generate_batched(
+                    self.denoiser,
+                    prompts,
+                    self.sampler,
+                    config,
+                    seeds,
+                    batch_size=self.batch_size,
+                    progress=self.progress and not disable_tqdm and self.data_parallel.is_main,
+                    desc=f"{self.sampler.name}",
+                )
             for i, res in zip(idx, results):
                 text = self.response_text(res, dict(requests[i].args[1]) if len(requests[i].args) > 1 else {}, config)
                 outputs[i] = text
@@ -257,6 +259,19 @@ class BoeLM(LM):
                     self.cache_hook.add_partial("generate_until", req.args, text)
         self._gather_records()
         return outputs  # type: ignore[return-value]
+
+    @contextmanager
+    def _eos_eot_suppression(self, keep: bool) -> Iterator[None]:
+        """With `keep=False` (a task whose `generation_kwargs` set `suppress_eos_eot: false`, the d1
+        protocol: d1's generate.py has no `confidence_eos_eot_inf`), the model's suppressed ids
+        (LLaDA's EOS/EoT) are ranked by confidence like any token for the duration of the block."""
+        saved = self.denoiser.suppress_ids
+        if not keep:
+            self.denoiser.suppress_ids = ()
+        try:
+            yield
+        finally:
+            self.denoiser.suppress_ids = saved
 
     def response_text(self, res: SequenceResult, gen_kwargs: dict, config: DecodeConfig) -> str:
         """The text handed back to lm-eval. By default the decode up to EOS, special tokens skipped,
@@ -281,6 +296,11 @@ class BoeLM(LM):
         while self.add_special_tokens and ids and eos is not None and ids[-1] == eos and len(ids) > 1:
             ids = ids[:-1]
         return list(ids)
+
+
+def _suppresses(gen_kwargs: dict) -> bool:
+    """Whether a request keeps the model's EOS/EoT confidence suppression (the default)."""
+    return _as_bool(gen_kwargs.get("suppress_eos_eot", True))
 
 
 # ------------------------------------------------------------------------ compute in lm-eval's samples
