@@ -12,7 +12,7 @@
   `solved_rate_semantic`: the answer is exactly 16 digits forming a valid grid (each row, column and
   2x2 box holds 1-4 once) that keeps every given digit, so a correct solution other than the
   reference counts (124 of the 500 puzzles have more than one); `reference_match_semantic`: the
-  answer equals the reference solution (PC-Sampler's metric).
+  answer equals the reference solution (PC-Sampler's criterion, here on this extraction).
 """
 
 from __future__ import annotations
