@@ -7,7 +7,8 @@
 #   tasks          mbpp humaneval gsm8k math500 countdown sudoku (configs/task/<name>.yaml)
 #   lengths        L = 128 and 256, block length 32
 #   steps          T = L/2 for every sampler (two tokens per step, fixed horizon; configs/sweep/paper_table2.yaml)
-#   decoding       greedy (temperature 0), no early stop (full-length NFE; NFE to the stop string is recorded too)
+#   decoding       greedy (temperature 0), no early stop (full-length NFE; NFE to the stop string, for the
+#                  d1 tasks the first EOS, is recorded too)
 #   samplers       confidence, margin, entropy, pc_sampler, remdm_llada, lookum, boe with the parameters
 #                  of configs/sampler/<name>.yaml (the papers' defaults)
 # Every (sampler, task, L) is one cell: rerunning this script after an interruption skips finished cells.

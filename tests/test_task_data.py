@@ -199,17 +199,20 @@ def _countdown_solution(numbers: list[int], target: int) -> str:
     raise AssertionError(f"no solution for {numbers} -> {target}")
 
 
+_CANVAS_END = "\n</answer><|eot_id|><|endoftext|><|endoftext|>"  # the rest of a fully decoded d1 canvas
+
+
 def _reference_response(name: str, doc: dict) -> str:
     if name.startswith("sudoku"):
-        return f"\nok\n</reasoning>\n<answer>\n{doc['Solution']}\n"
+        return f"\nok\n</reasoning>\n<answer>\n{doc['Solution']}" + _CANVAS_END
     if name == "countdown_d1":
-        return "\nok\n</reasoning>\n<answer>\n\\boxed{" + _countdown_solution(doc["numbers"], doc["target"]) + "}\n"
+        return "\nok\n</reasoning>\n<answer>\n\\boxed{" + _countdown_solution(doc["numbers"], doc["target"]) + "}" + _CANVAS_END
     if name == "gsm8k_base":
         return " " + doc["answer"]
     if name == "gsm8k_d1":
-        return "\nok\n</reasoning>\n<answer>\n\\boxed{" + doc["answer"].split("#### ")[-1].replace(",", "") + "}\n"
+        return "\nok\n</reasoning>\n<answer>\n\\boxed{" + doc["answer"].split("#### ")[-1].replace(",", "") + "}" + _CANVAS_END
     if name == "math500_d1":
-        return "\nok\n</reasoning>\n<answer>\n\\boxed{" + doc["answer"] + "}\n"
+        return "\nok\n</reasoning>\n<answer>\n\\boxed{" + doc["answer"] + "}" + _CANVAS_END
     return f" ok.\nFinal Answer: The final answer is ${doc['answer']}$. I hope it is correct.\n\n"
 
 
@@ -217,7 +220,11 @@ def test_process_results_reports_the_declared_metrics_and_stops_are_declared(tas
     _, loaded = tasks
     for name, task in loaded.items():
         declared = [m["metric"] for m in task.config.metric_list]
-        assert task.config.generation_kwargs["until"], name
+        if name.endswith("_base"):
+            assert task.config.generation_kwargs["until"], name
+        else:  # d1 decodes and scores the whole canvas (no stop string), EOS/EoT ranked by confidence
+            kwargs = task.config.generation_kwargs
+            assert kwargs["until"] == [] and kwargs["full_canvas"] and kwargs["suppress_eos_eot"] is False, name
         # the adapter cuts text at max_gen_toks: it must not cut the protocol's longest runs
         assert task.config.generation_kwargs["max_gen_toks"] >= (1024 if name.endswith("_base") else 512), name
         for doc in list(task.eval_docs)[:3]:

@@ -170,7 +170,8 @@ def run_job(cfg: DictConfig) -> Path:
             if denoiser is None:
                 denoiser = load_denoiser(spec.model_path, dtype=spec.dtype, device=dp.place(spec.device))
             progress = bool(cfg.get("progress", True)) and dp.is_main
-            rows = evaluate_cell(spec, denoiser, sampler, progress=progress)
+            samples_prefix = results_dir / "samples" / cid if cfg.get("log_samples", False) else None
+            rows = evaluate_cell(spec, denoiser, sampler, progress=progress, samples_prefix=samples_prefix)
             if dp.is_main:
                 for row in rows:
                     row["cell_id"] = cid

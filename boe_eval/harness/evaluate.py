@@ -4,6 +4,7 @@ its per-example samples plus the meter's per-request compute into tidy rows."""
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import math
 import time
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from boe_eval.decoding.schedule import ConfigError
-from boe_eval.harness.lm_adapter import BoeLM
+from boe_eval.harness.lm_adapter import BoeLM, attach_compute
 from boe_eval.harness.provenance import REPO_ROOT, runtime_facts
 from boe_eval.harness.results import wilson_interval
 from boe_eval.models.denoiser import Denoiser
@@ -136,8 +137,27 @@ def _simple_evaluate(lm: BoeLM, spec: CellSpec):
     )
 
 
-def evaluate_cell(spec: CellSpec, denoiser: Denoiser, sampler: Sampler, progress: bool = True) -> list[dict]:
-    """Run lm-eval for one cell; returns example rows followed by one summary row."""
+def write_samples(samples: dict[str, list[dict]], path_prefix: Path) -> list[Path]:
+    """lm-eval's logged samples (with their `compute`), one JSON line per sample, in
+    `<path_prefix>_<task>.jsonl` (as lm-eval's own `save_results_samples` serialises them)."""
+    from lm_eval.utils import handle_non_serializable
+
+    path_prefix.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    for task_name, task_samples in samples.items():
+        path = path_prefix.parent / f"{path_prefix.name}_{task_name}.jsonl"
+        with path.open("w") as fh:
+            for sample in task_samples:
+                fh.write(json.dumps(sample, default=handle_non_serializable, ensure_ascii=False) + "\n")
+        written.append(path)
+    return written
+
+
+def evaluate_cell(
+    spec: CellSpec, denoiser: Denoiser, sampler: Sampler, progress: bool = True, samples_prefix: Path | None = None
+) -> list[dict]:
+    """Run lm-eval for one cell; returns example rows followed by one summary row. With
+    `samples_prefix`, lm-eval's logged samples, each with its `compute`, are written there too."""
     lm = BoeLM(
         denoiser=denoiser,
         sampler=sampler,
@@ -159,6 +179,9 @@ def evaluate_cell(spec: CellSpec, denoiser: Denoiser, sampler: Sampler, progress
     elapsed = time.perf_counter() - start
     if out is None:  # non-zero rank under data parallel
         return []
+    attach_compute(out["samples"], lm)
+    if samples_prefix is not None:
+        write_samples(out["samples"], samples_prefix)
     common = {
         "model": spec.model_name,
         "model_path": spec.model_path,
@@ -249,4 +272,4 @@ def summarize(rows: list[dict], common: dict, metric_names: list[str], elapsed: 
     return summary
 
 
-__all__ = ["CellSpec", "TASKS_DIR", "check_task", "evaluate_cell", "summarize"]
+__all__ = ["CellSpec", "TASKS_DIR", "check_task", "evaluate_cell", "summarize", "write_samples"]

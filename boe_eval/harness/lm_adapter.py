@@ -7,7 +7,9 @@ log-likelihood requests by LLaDA's Monte-Carlo ELBO (`boe_eval.decoding.elbo`; m
 
 `--model_args` keys: the decoding settings below; every other key is a parameter of the chosen
 sampler (validated against its config dataclass). Per-request compute (NFE, forwards, backwards,
-wall time) is kept in `records`, keyed by (task name, doc id), for the result rows.
+wall time) is kept in `records`, keyed by (task name, doc id), for the result rows; the project's
+entry points (`boe-lm-eval`, `boe-eval`) copy it into lm-eval's logged samples as
+`sample["compute"]` (`attach_compute`, `with_compute_in_samples`).
 
 Data parallel: launched N times by accelerate (`accelerate launch --multi_gpu --num_processes N
 -m boe_eval.harness.lm_eval_cli ...`, see `boe_eval.harness.distributed`), the model reports
@@ -20,8 +22,11 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import sys
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -29,7 +34,7 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
 from boe_eval.decoding.elbo import ELBOConfig, LikelihoodResult, elbo_loglikelihoods
-from boe_eval.decoding.loop import DecodeConfig, cut_at_stop, generate_batched, generation_text
+from boe_eval.decoding.loop import DecodeConfig, SequenceResult, cut_at_stop, generate_batched, generation_text
 from boe_eval.decoding.schedule import ConfigError
 from boe_eval.harness.distributed import data_parallel
 from boe_eval.harness.likelihood import encode_pair, fit_context, rolling_windows
@@ -158,6 +163,8 @@ class BoeLM(LM):
         self.progress = _as_bool(progress)
         #: (task, doc_id) -> per-request generation record (text, compute, trajectory)
         self.records: dict[tuple[str | None, int | None], dict] = {}
+        for created in _WATCHERS:
+            created.append(self)
 
     # ------------------------------------------------------------------ lm-eval interface
     @property
@@ -294,33 +301,30 @@ class BoeLM(LM):
         for i, req in enumerate(requests):
             gen_kwargs = dict(req.args[1]) if len(req.args) > 1 else {}
             config = self.decode_config(gen_kwargs)
-            key = repr(dataclasses.astuple(config)) + repr(gen_kwargs.get("max_gen_toks"))
+            key = repr((dataclasses.astuple(config), gen_kwargs.get("max_gen_toks"), _suppresses(gen_kwargs)))
             configs[key] = config
             groups.setdefault(key, []).append(i)
         for key, idx in groups.items():
             config = configs[key]
-            max_toks = requests[idx[0]].args[1].get("max_gen_toks") if len(requests[idx[0]].args) > 1 else None
             prompts = [self._encode(requests[i].args[0]) for i in idx]
             seeds = [
                 request_seed(self.seed, getattr(requests[i], "task_name", None), getattr(requests[i], "doc_id", None), i)
                 for i in idx
             ]
-            results = generate_batched(
-                self.denoiser,
-                prompts,
-                self.sampler,
-                config,
-                seeds,
-                batch_size=self.batch_size,
-                progress=self.progress and not disable_tqdm and self.data_parallel.is_main,
-                desc=f"{self.sampler.name}",
-            )
+            first_kwargs = dict(requests[idx[0]].args[1]) if len(requests[idx[0]].args) > 1 else {}
+            with self._eos_eot_suppression(_suppresses(first_kwargs)):
+                results = generate_batched(
+                    self.denoiser,
+                    prompts,
+                    self.sampler,
+                    config,
+                    seeds,
+                    batch_size=self.batch_size,
+                    progress=self.progress and not disable_tqdm and self.data_parallel.is_main,
+                    desc=f"{self.sampler.name}",
+                )
             for i, res in zip(idx, results):
-                text = res.text
-                if max_toks is not None and int(max_toks) < config.gen_length:
-                    # the canvas is longer than the task allows: keep at most max_gen_toks tokens
-                    raw = generation_text(self.denoiser, res.tokens, config.stop_on_eos, int(max_toks))
-                    text = cut_at_stop(raw, config.until)
+                text = self.response_text(res, dict(requests[i].args[1]) if len(requests[i].args) > 1 else {}, config)
                 outputs[i] = text
                 req = requests[i]
                 self.records[(getattr(req, "task_name", None), getattr(req, "doc_id", None))] = {
@@ -338,6 +342,35 @@ class BoeLM(LM):
         self._gather_records()
         return outputs  # type: ignore[return-value]
 
+    @contextmanager
+    def _eos_eot_suppression(self, keep: bool) -> Iterator[None]:
+        """With `keep=False` (a task whose `generation_kwargs` set `suppress_eos_eot: false`, the d1
+        protocol: d1's generate.py has no `confidence_eos_eot_inf`), the model's suppressed ids
+        (LLaDA's EOS/EoT) are ranked by confidence like any token for the duration of the block."""
+        saved = self.denoiser.suppress_ids
+        if not keep:
+            self.denoiser.suppress_ids = ()
+        try:
+            yield
+        finally:
+            self.denoiser.suppress_ids = saved
+
+    def response_text(self, res: SequenceResult, gen_kwargs: dict, config: DecodeConfig) -> str:
+        """The text handed back to lm-eval. By default the decode up to EOS, special tokens skipped,
+        cut at the first stop string. A task whose `generation_kwargs` set `full_canvas: true` (the
+        d1 protocol) gets every generated token decoded with its special tokens, as d1's
+        `batch_decode(out[:, -gen_length:], skip_special_tokens=False)` (slots an early stop left
+        masked are dropped). Either way at most the task's `max_gen_toks` tokens are kept."""
+        max_toks = gen_kwargs.get("max_gen_toks")
+        limit = int(max_toks) if max_toks is not None and int(max_toks) < config.gen_length else None
+        if _as_bool(gen_kwargs.get("full_canvas", False)):
+            kept = [t for t in res.tokens[:limit] if t != self.denoiser.mask_id]
+            return self.tokenizer.decode(kept, skip_special_tokens=False)
+        if limit is None:
+            return res.text
+        # the canvas is longer than the task allows: keep at most max_gen_toks tokens
+        return cut_at_stop(generation_text(self.denoiser, res.tokens, config.stop_on_eos, limit), config.until)
+
     def _encode(self, context: str) -> list[int]:
         ids = self.tokenizer(context, add_special_tokens=self.add_special_tokens).input_ids
         # a trailing EOS from the tokenizer would end the generation before it starts
@@ -347,4 +380,81 @@ class BoeLM(LM):
         return list(ids)
 
 
-__all__ = ["BoeLM", "request_seed"]
+def _suppresses(gen_kwargs: dict) -> bool:
+    """Whether a request keeps the model's EOS/EoT confidence suppression (the default)."""
+    return _as_bool(gen_kwargs.get("suppress_eos_eot", True))
+
+
+# ------------------------------------------------------------------------ compute in lm-eval's samples
+#: the fields of a record copied into a logged sample's `compute` (the trajectory too when recorded)
+COMPUTE_FIELDS = (
+    "nfe", "nfe_to_stop", "forwards", "backwards", "forward_equivalents", "tokens_processed", "wall_time_s",
+    "fallbacks", "stopped_early", "prompt_tokens", "gen_length", "steps", "block_length",
+)
+_WATCHERS: list[list[BoeLM]] = []
+
+
+@contextmanager
+def models_created() -> Iterator[list[BoeLM]]:
+    """Collects the `BoeLM`s constructed inside the block (lm-eval builds its model from a name)."""
+    created: list[BoeLM] = []
+    _WATCHERS.append(created)
+    try:
+        yield created
+    finally:
+        _WATCHERS.remove(created)
+
+
+def sample_compute(record: dict, sampler: Sampler | None = None) -> dict:
+    """A logged sample's `compute`: the metered cost of its generation (NFE, forwards, backwards,
+    forward-equivalents, tokens processed, wall time), the sampler's fallbacks and early stop, the
+    canvas layout, the sampler with its parameters, and the entropy trajectory when recorded."""
+    compute = {key: record[key] for key in COMPUTE_FIELDS if key in record}
+    if sampler is not None:
+        compute["sampler"] = sampler.name
+        compute["sampler_params"] = {k: v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
+                                     for k, v in sampler.params().items()}
+    if record.get("trajectory") is not None:
+        compute["trajectory"] = record["trajectory"]
+    return compute
+
+
+def attach_compute(samples: dict[str, list[dict]], lm: BoeLM) -> int:
+    """Add `compute` (see `sample_compute`) to each of lm-eval's logged samples whose request `lm`
+    generated, matched by (task name, doc id); returns how many samples got one."""
+    attached = 0
+    for task_name, task_samples in samples.items():
+        for sample in task_samples:
+            record = lm.records.get((task_name, sample.get("doc_id")))
+            if record is not None:
+                sample["compute"] = sample_compute(record, lm.sampler)
+                attached += 1
+    return attached
+
+
+def with_compute_in_samples(simple_evaluate: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap `lm_eval.simple_evaluate` so that the samples it returns (`--log_samples`) carry each
+    generation's compute, whether the `boe` model is passed in or built by lm-eval from its name."""
+
+    @functools.wraps(simple_evaluate)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with models_created() as created:
+            results = simple_evaluate(*args, **kwargs)
+        model = kwargs.get("model", args[0] if args else None)
+        models = [model] if isinstance(model, BoeLM) else created
+        if results and results.get("samples"):
+            for lm in models:
+                attach_compute(results["samples"], lm)
+        return results
+
+    return run
+
+
+__all__ = [
+    "BoeLM",
+    "attach_compute",
+    "models_created",
+    "request_seed",
+    "sample_compute",
+    "with_compute_in_samples",
+]

@@ -112,6 +112,7 @@ class JobSchema:
     seed: int = _allowed(1234, "an integer in [0, 2**32 - 1] (numpy's seed range)")
     early_stop: bool = _allowed(False, "true or false")
     record_trajectory: bool = _allowed(False, "true or false")
+    log_samples: bool = _allowed(False, "true or false")
     plot: bool = _allowed(True, "true or false")
     progress: bool = _allowed(True, "true or false")
     threads: int | None = _allowed(None, "a positive integer (or null for torch's default)")

@@ -1,8 +1,14 @@
-"""MATH500 scoring: answer extraction of the two protocols, equivalence by math-verify.
+"""MATH500 scoring: answer extraction and comparison of the two protocols.
 
-- d1 protocol (dllm-reasoning/d1, eval/parse_and_get_acc.py::parse_math_answers): the last
-  `\\boxed{}` of the response, else the content of `<answer>`; d1 then compares with the MATH
-  string normaliser `is_equiv`, here math-verify decides.
+- d1 protocol, the whole decoded canvas scored two ways (see `boe_eval.metrics.extraction`):
+  - `math_accuracy_d1code` = dllm-reasoning/d1 eval/parse_and_get_acc.py::parse_math_answers:
+    the answer is d1's `remove_boxed(last_boxed_only_string(text))` (with no `\\boxed` at all that
+    is the whole text; with a `\\boxed{` that never closes it fails); only when that fails or is empty
+    does the first closed `<answer>...</answer>` count. It is compared with the MATH string
+    normaliser `is_equiv` (Hendrycks et al. 2021; d1's parser_helper.py holds the same code as
+    lm-eval's `hendrycks_math` task, whose function is called here).
+  - `math_verify_accuracy_semantic`: the last balanced `\\boxed{}` of the answer region, else its
+    `<answer>` content (closed or not), compared with math-verify (mathematical equivalence).
 - Minerva protocol (Lewkowycz et al. 2022, lm-eval `minerva_math`): the text between
   "Final Answer: The final answer is" and ". I hope it is correct."; lm-eval then compares
   normalised strings with sympy, here math-verify decides. `response_math_verify` is lm-eval's
@@ -13,15 +19,37 @@ from __future__ import annotations
 
 import re
 
-from boe_eval.metrics.extraction import answer_tag, last_boxed
+from boe_eval.metrics.extraction import NotBoxed, answer_region, answer_tag, d1_answer_tag, d1_boxed, last_boxed
 from boe_eval.metrics.math_equivalence import answers_equal, response_matches
 
 _MINERVA_FINAL = re.compile(r"Final Answer: The final answer is(.*?)\. I hope it is correct\.")
 
 
-def d1_answer(response: str) -> str | None:
-    """d1's MATH500 extraction: last `\\boxed{}`, else the `<answer>` content."""
-    return last_boxed(response) or answer_tag(response)
+def hendrycks_is_equiv(prediction: str, gold: str) -> bool:
+    """The MATH benchmark's `is_equiv` (string normalisation, then equality), as lm-eval ships it."""
+    from lm_eval.tasks.hendrycks_math.utils import is_equiv
+
+    return bool(is_equiv(prediction, gold))
+
+
+def d1code_answer(response: str) -> str | None:
+    """d1's MATH500 answer, exactly as its code reads the whole decoded text (module docstring)."""
+    try:
+        answer: str | None = d1_boxed(response)
+    except NotBoxed:
+        answer = None
+    if not answer:
+        tagged = d1_answer_tag(response)
+        if tagged is not None:
+            answer = tagged
+    return answer
+
+
+def semantic_answer(response: str) -> str | None:
+    """The answer the d1 format asks for: last balanced `\\boxed{}` of the answer region, else its
+    `<answer>` content."""
+    region = answer_region(response)
+    return last_boxed(region) or answer_tag(region)
 
 
 def minerva_answer(response: str) -> str | None:
@@ -37,8 +65,12 @@ def minerva_answer(response: str) -> str | None:
 
 
 def score_d1(response: str, gold: str) -> dict[str, float]:
-    """d1 protocol: `math_verify_accuracy` of the d1-extracted answer."""
-    return {"math_verify_accuracy": float(answers_equal(gold, d1_answer(response)))}
+    """d1 protocol: `math_accuracy_d1code` and `math_verify_accuracy_semantic`."""
+    d1code = d1code_answer(response)
+    return {
+        "math_accuracy_d1code": float(d1code is not None and hendrycks_is_equiv(d1code, gold)),
+        "math_verify_accuracy_semantic": float(answers_equal(gold, semantic_answer(response))),
+    }
 
 
 def score_minerva(response: str, gold: str) -> dict[str, float]:
@@ -50,4 +82,11 @@ def score_minerva(response: str, gold: str) -> dict[str, float]:
     }
 
 
-__all__ = ["d1_answer", "minerva_answer", "score_d1", "score_minerva"]
+__all__ = [
+    "d1code_answer",
+    "hendrycks_is_equiv",
+    "minerva_answer",
+    "score_d1",
+    "score_minerva",
+    "semantic_answer",
+]

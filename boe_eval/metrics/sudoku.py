@@ -1,40 +1,62 @@
-"""4x4 Sudoku scoring (d1 protocol, dllm-reasoning/d1 eval/parse_and_get_acc.py::parse_sudoku_answers).
+"""4x4 Sudoku scoring of the d1 protocol, the whole decoded canvas read two ways.
 
-- `cell_accuracy` (d1's metric): the answer string is found by d1's regex cascade, whitespace
-  removed, right-padded with `0` / cut to 16 characters; the score is the fraction of the
-  puzzle's empty cells that hold the reference solution's digit. d1 pools cells over puzzles;
-  every puzzle of the d1 test set has 8 empty cells, so the mean over puzzles is the same number.
-- `solved_rate`: the extracted answer is exactly 16 digits forming a valid grid (each row, column
-  and 2x2 box holds 1-4 once) that keeps every given digit. A correct solution other than the
-  reference counts (124 of the 500 puzzles have more than one).
-- `reference_match`: the extracted answer equals the reference solution (PC-Sampler's metric).
+- `cell_accuracy_d1code` = dllm-reasoning/d1 eval/parse_and_get_acc.py::parse_sudoku_answers: the
+  answer string is the first non-empty group of d1's regex cascade (below), whitespace removed,
+  right-padded with `0` / cut to 16 characters; the score is the fraction of the puzzle's empty
+  cells that hold the reference solution's digit. d1's `<answer>` pattern needs a terminator
+  (`</answer>`, `<|eot_id|>` or `<|endoftext|>`, which the full decode with special tokens holds), so
+  an `<answer>` that is never closed falls through to the later patterns. d1 pools cells over
+  puzzles; every puzzle of the d1 test set has 8 empty cells, so the mean over puzzles is the same.
+- `*_semantic`: the same cascade on the answer region (up to `</answer>` or the end of the text),
+  where the end of the region closes an `<answer>` tag: `cell_accuracy_semantic` as above;
+  `solved_rate_semantic`: the answer is exactly 16 digits forming a valid grid (each row, column and
+  2x2 box holds 1-4 once) that keeps every given digit, so a correct solution other than the
+  reference counts (124 of the 500 puzzles have more than one); `reference_match_semantic`: the
+  answer equals the reference solution (PC-Sampler's criterion, here on this extraction).
 """
 
 from __future__ import annotations
 
 import re
 
+from boe_eval.metrics.extraction import answer_region
+
 SIZE = 4
 CELLS = SIZE * SIZE
 
-# d1's cascade, first non-empty group wins. d1 matched the raw decode with special tokens; here the
-# text ends at EOS and at the `</answer>` stop string, so the end of the text closes a tag too.
-_ANSWER_PATTERNS = [
+_TERMINATOR = r"<\|eot_id\|>|<\|endoftext\|>"
+# d1's cascade, first non-empty group wins
+_D1_PATTERNS = [
     re.compile(r"<answer>.*?```\s*([\d\s]+)```", re.DOTALL),
-    re.compile(r"<answer>(.*?)(?:<\|eot_id\|>|<\|endoftext\|>|</answer>|$)", re.DOTALL),
-    re.compile(r"</answer>\s*(.*?)(?:<\|eot_id\|>|<\|endoftext\|>|$)", re.DOTALL),
+    re.compile(rf"<answer>(.*?)(?:{_TERMINATOR}|</answer>)", re.DOTALL),
+    re.compile(rf"</answer>\s*(.*?)(?:{_TERMINATOR}|$)", re.DOTALL),
     re.compile(r".*?(\d{16})\s*</answer>", re.DOTALL),
     re.compile(r"\b(\d{16})\b", re.DOTALL),
 ]
+# the semantic reading: the same cascade, the end of the answer region closing a tag too
+_SEMANTIC_PATTERNS = [
+    _D1_PATTERNS[0],
+    re.compile(rf"<answer>(.*?)(?:{_TERMINATOR}|</answer>|$)", re.DOTALL),
+    *_D1_PATTERNS[2:],
+]
 
 
-def extract_grid(response: str) -> str:
-    """d1's answer string: the first non-empty match of the cascade with whitespace removed ('' if none)."""
-    for pattern in _ANSWER_PATTERNS:
+def _first_match(response: str, patterns: list[re.Pattern]) -> str:
+    for pattern in patterns:
         match = pattern.search(response)
         if match and match.group(1).strip():
             return re.sub(r"\s", "", match.group(1).strip())
     return ""
+
+
+def d1code_grid(response: str) -> str:
+    """d1's answer string of the whole decoded text, whitespace removed ('' if none)."""
+    return _first_match(response, _D1_PATTERNS)
+
+
+def extract_grid(response: str) -> str:
+    """The semantic answer string: the cascade on the answer region ('' if none)."""
+    return _first_match(answer_region(response), _SEMANTIC_PATTERNS)
 
 
 def empty_cells(puzzle: str) -> list[int]:
@@ -77,13 +99,14 @@ def is_solution(grid: str, puzzle: str) -> bool:
 
 
 def score(response: str, puzzle: str, solution: str) -> dict[str, float]:
-    """`cell_accuracy`, `solved_rate` and `reference_match` of one response."""
+    """`cell_accuracy_d1code` and the semantic `cell_accuracy`, `solved_rate`, `reference_match`."""
     grid = extract_grid(response)
     return {
-        "cell_accuracy": cell_accuracy(grid, puzzle, solution),
-        "solved_rate": float(is_solution(grid, puzzle)),
-        "reference_match": float(grid == solution),
+        "cell_accuracy_d1code": cell_accuracy(d1code_grid(response), puzzle, solution),
+        "cell_accuracy_semantic": cell_accuracy(grid, puzzle, solution),
+        "solved_rate_semantic": float(is_solution(grid, puzzle)),
+        "reference_match_semantic": float(grid == solution),
     }
 
 
-__all__ = ["UNITS", "cell_accuracy", "empty_cells", "extract_grid", "is_solution", "score"]
+__all__ = ["UNITS", "cell_accuracy", "d1code_grid", "empty_cells", "extract_grid", "is_solution", "score"]
