@@ -108,6 +108,9 @@ KNOB_RULES: dict[str, KnobRule] = {
     "klass": KnobRule(lambda p: StepCost(1), early_exit=True,
                       note="steps = budget; blocks may finish early, placed at measured NFE"),
     "eb": KnobRule(lambda p: StepCost(1), adaptive="gamma", note="gamma swept, placed at measured NFE"),
+    "threshold": KnobRule(lambda p: StepCost(1), adaptive="threshold",
+                          note="Fast-dLLM tau swept, placed at measured NFE"),
+    "factor": KnobRule(lambda p: StepCost(1), adaptive="factor", note="Fast-dLLM factor swept, placed at measured NFE"),
 }
 
 
