@@ -111,6 +111,8 @@ KNOB_RULES: dict[str, KnobRule] = {
     "threshold": KnobRule(lambda p: StepCost(1), adaptive="threshold",
                           note="Fast-dLLM tau swept, placed at measured NFE"),
     "factor": KnobRule(lambda p: StepCost(1), adaptive="factor", note="Fast-dLLM factor swept, placed at measured NFE"),
+    "prophet": KnobRule(lambda p: StepCost(1), early_exit=True,
+                        note="steps = budget; an early commit ends decoding, placed at measured NFE"),
 }
 
 
