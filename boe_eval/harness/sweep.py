@@ -113,6 +113,8 @@ KNOB_RULES: dict[str, KnobRule] = {
     "factor": KnobRule(lambda p: StepCost(1), adaptive="factor", note="Fast-dLLM factor swept, placed at measured NFE"),
     "prophet": KnobRule(lambda p: StepCost(1), early_exit=True,
                         note="steps = budget; an early commit ends decoding, placed at measured NFE"),
+    "dus": KnobRule(lambda p: StepCost(1), adaptive="base",
+                    note="dilation base swept (NFE = blocks x log_base(block_length)), placed at measured NFE"),
 }
 
 
