@@ -115,6 +115,9 @@ KNOB_RULES: dict[str, KnobRule] = {
                         note="steps = budget; an early commit ends decoding, placed at measured NFE"),
     "dus": KnobRule(lambda p: StepCost(1), adaptive="base",
                     note="dilation base swept (NFE = blocks x log_base(block_length)), placed at measured NFE"),
+    "info_gain": KnobRule(lambda p: StepCost(int(p.get("candidate_number", 8))), early_exit=True,
+                          note="steps = budget / N (N look-ahead forwards per step, the current one reused); "
+                               "bypass and duplicate candidates cost less: placed at measured NFE"),
 }
 
 
