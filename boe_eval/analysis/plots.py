@@ -126,7 +126,7 @@ def plot_pareto(points, stem: str | Path, x: str = "nfe", title: str | None = No
                         label=variant + (" (measured)" if adaptive else ""))
             knob = part["sweep.knob"].dropna().unique()
             if len(knob) == 1 and knob[0] not in ("steps", None):  # adaptive: label each point by its knob
-                symbol = {"gamma": "γ"}.get(str(knob[0]), str(knob[0]))
+                symbol = {"gamma": "γ", "threshold": "τ", "factor": "f", "base": "a"}.get(str(knob[0]), str(knob[0]))
                 for xv, yv, kv in zip(xs, ys, pd_numeric(part["sweep.knob_value"])):
                     if np.isfinite(xv) and np.isfinite(yv) and np.isfinite(kv):
                         ax.annotate(f"{symbol}={kv:g}", (xv, yv), textcoords="offset points", xytext=(3, -9),

@@ -108,6 +108,16 @@ KNOB_RULES: dict[str, KnobRule] = {
     "klass": KnobRule(lambda p: StepCost(1), early_exit=True,
                       note="steps = budget; blocks may finish early, placed at measured NFE"),
     "eb": KnobRule(lambda p: StepCost(1), adaptive="gamma", note="gamma swept, placed at measured NFE"),
+    "threshold": KnobRule(lambda p: StepCost(1), adaptive="threshold",
+                          note="Fast-dLLM tau swept, placed at measured NFE"),
+    "factor": KnobRule(lambda p: StepCost(1), adaptive="factor", note="Fast-dLLM factor swept, placed at measured NFE"),
+    "prophet": KnobRule(lambda p: StepCost(1), early_exit=True,
+                        note="steps = budget; an early commit ends decoding, placed at measured NFE"),
+    "dus": KnobRule(lambda p: StepCost(1), adaptive="base",
+                    note="dilation base swept (NFE = blocks x log_base(block_length)), placed at measured NFE"),
+    "info_gain": KnobRule(lambda p: StepCost(int(p.get("candidate_number", 8))), early_exit=True,
+                          note="steps = budget / N (N look-ahead forwards per step, the current one reused); "
+                               "bypass and duplicate candidates cost less: placed at measured NFE"),
 }
 
 
