@@ -48,7 +48,7 @@ def main() -> None:
 
     limits = SandboxLimits(timeout_s=args.timeout, cpu_s=args.cpu)
     sandbox = Sandbox(limits, workers=1, use_namespaces=not args.no_namespaces)
-    outside = Path("/var/tmp") / f"boe-sandbox-report-{uuid.uuid4().hex}"
+    outside = Path("/var/lib") / f"boe-sandbox-report-{uuid.uuid4().hex}"  # not hidden, unlike /tmp and /var/tmp
     outside.mkdir()
     os.chmod(outside, 0o777)  # world-writable: only the sandbox keeps the program out
     sentinel = outside / "sentinel.txt"

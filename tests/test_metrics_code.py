@@ -18,6 +18,7 @@ from boe_eval.sandbox.code_tasks import (
     fenced_code,
     humaneval_program,
     humaneval_response_program,
+    mbpp_functions,
     mbpp_program,
     response_code,
 )
@@ -64,15 +65,18 @@ def test_code_is_taken_from_the_first_fence_then_begin_done_then_the_whole_text(
 def test_humaneval_programs_follow_the_reference_layout():
     doc = HUMANEVAL[0]
     program = humaneval_program(doc, doc["canonical_solution"])
-    assert program.startswith(doc["prompt"] + doc["canonical_solution"])
-    assert program.rstrip().endswith(f"check({doc['entry_point']})")
-    assert doc["test"] in program
+    assert program.candidate == doc["prompt"] + doc["canonical_solution"] + "\n"
+    assert program.tests == doc["test"] + "\n\n" + f"check({doc['entry_point']})\n"
+    assert program.may_shadow == (doc["entry_point"],)
 
 
-def test_mbpp_program_is_code_setup_and_the_three_asserts():
+def test_mbpp_program_is_code_and_setup_then_the_three_asserts():
     doc = next(r for r in MBPP_TEST if r["task_id"] == 367)
     program = mbpp_program(doc, doc["code"])
-    assert program == doc["code"] + "\n" + doc["test_setup_code"] + "\n" + "\n".join(doc["test_list"]) + "\n"
+    assert program.candidate == doc["code"] + "\n" + doc["test_setup_code"] + "\n"
+    assert program.tests == "\n".join(doc["test_list"]) + "\n"
+    # task 126's function is called `sum`: the tests take that name from the candidate
+    assert mbpp_functions(next(r for r in MBPP_TEST if r["task_id"] == 126)) == ("sum",)
 
 
 def test_instruction_responses_whole_function_body_only_and_missing_imports(sandbox):

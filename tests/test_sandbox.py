@@ -21,7 +21,8 @@ from boe_eval.sandbox.executor import _user_task_count
 from boe_eval.sandbox.isolation import probe
 
 LIMITS = SandboxLimits(timeout_s=2.0, cpu_s=1)
-SLACK_S = 1.5  # start-up and clean-up of a namespace on a loaded 2-core machine
+SLACK_S = 1.5
+OUTSIDE_ROOT = Path("/var/lib")  # a directory the sandbox does not hide (it hides /tmp, /var/tmp, /run, ...)  # start-up and clean-up of a namespace on a loaded 2-core machine
 FAILURES = {FAILED, KILLED, TIMEOUT, "exited"}
 
 ISOLATION = probe(True)
@@ -44,9 +45,9 @@ def plain_sandbox() -> Sandbox:
 
 @pytest.fixture
 def outside(tmp_path_factory):
-    """A world-writable directory outside any sandbox, under /var/tmp (not /tmp, which the sandbox
-    replaces with its own tmpfs, so a file there would be out of reach for a trivial reason)."""
-    base = Path("/var/tmp") / f"boe-sandbox-test-{uuid.uuid4().hex}"
+    """A world-writable directory outside any sandbox, under /var/lib (not /tmp or /var/tmp, which
+    the sandbox hides behind its own tmpfs, so a file there would be out of reach for a trivial reason)."""
+    base = OUTSIDE_ROOT / f"boe-sandbox-test-{uuid.uuid4().hex}"
     base.mkdir(mode=0o755)
     os.chmod(base, 0o777)
     sentinel = base / "sentinel.txt"
