@@ -55,6 +55,8 @@ class TestedProgram:
     """A candidate program and the tests that judge it, run in two processes (runner.py). The
     tests see the candidate's top-level names as proxies that return plain data."""
 
+    __test__ = False  # not a pytest test class
+
     candidate: str
     tests: str = ""
     #: names of built-ins the tests take from the candidate (the task's function is called `sum`);

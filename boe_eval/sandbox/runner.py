@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import builtins
 import collections
-import decimal
-import fractions
 import json
 import os
 import struct
@@ -74,9 +72,10 @@ def encode(value, references: dict | None = None, depth: int = 0):
         return {kind.__name__: encode(dict(value), references, depth + 1)}
     if kind is collections.deque:
         return {"deque": encode(list(value), references, depth + 1)}
-    if kind is fractions.Fraction:
+    fractions, decimal = sys.modules.get("fractions"), sys.modules.get("decimal")  # loaded if in use
+    if fractions is not None and kind is fractions.Fraction:
         return {"Fraction": [value.numerator, value.denominator]}
-    if kind is decimal.Decimal:
+    if decimal is not None and kind is decimal.Decimal:
         return {"Decimal": str(value)}
     if isinstance(value, RemoteObject):
         return {"ref": value.ref}
@@ -122,6 +121,8 @@ def decode(data, resolve=None):
                 return collections.defaultdict(None, inner)
             return getattr(collections, tag)(inner)
         if tag == "Fraction":
+            import fractions
+
             numerator, denominator = body
             if type(numerator) is not int or type(denominator) is not int:
                 raise ProtocolError("Fraction parts must be ints")
@@ -129,6 +130,8 @@ def decode(data, resolve=None):
         if tag == "Decimal":
             if type(body) is not str:
                 raise ProtocolError("Decimal must be a string")
+            import decimal
+
             return decimal.Decimal(body)
         if tag in ("ref", "global") and resolve is not None:
             return resolve(tag, body)
