@@ -628,6 +628,7 @@ def test_two_harness_processes_score_humaneval_canonical_solutions_at_once():
                              stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
     outputs = [run.communicate(timeout=900) for run in runs]
     scores = [s for out, _ in outputs for s in _scores(out)]
+    print("two harness processes:", [(s["passed"], s["of"], s["uids"]) for s in scores])
     assert [(s["passed"], s["of"]) for s in scores] == [(164, 164), (164, 164)], [err[-500:] for _, err in outputs]
     if ISOLATION.drop_privileges:
         assert not set(scores[0]["uids"]) & set(scores[1]["uids"])
@@ -646,6 +647,7 @@ def test_accelerate_launch_two_processes_score_humaneval_canonical_solutions(tmp
                           "--mixed_precision", "no", "--dynamo_backend", "no", str(script), str(TASKS)],
                          capture_output=True, text=True, env=env, timeout=900)
     scores = sorted(_scores(run.stdout), key=lambda s: s["rank"])
+    print("accelerate launch, 2 processes:", [(s["rank"], s["passed"], s["of"], s["uids"]) for s in scores])
     assert [(s["rank"], s["passed"], s["of"]) for s in scores] == [("0", 164, 164), ("1", 164, 164)], run.stderr[-1500:]
     if ISOLATION.drop_privileges:
         assert not set(scores[0]["uids"]) & set(scores[1]["uids"])
