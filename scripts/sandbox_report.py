@@ -29,7 +29,7 @@ from boe_eval.sandbox.adversarial import CASES, CHEATS, ENDING_CASES, SPAWN_50, 
 from boe_eval.sandbox.executor import _user_task_count
 
 TASKS = Path(__file__).resolve().parents[1] / "tasks"
-OUTSIDE_ROOT = Path("/var/lib")  # not hidden by the sandbox, unlike /tmp, /var/tmp and /run
+OUTSIDE_ROOT = Path("/var/lib")  # outside the programs' minimal root; seen by the fallback without namespaces
 
 
 def _serve(server: socket.socket, accepted: list[bytes], stop: threading.Event) -> None:
@@ -67,7 +67,9 @@ def attacks(sandbox: Sandbox, limits: SandboxLimits) -> None:
     accepted: list[bytes] = []
     stop = threading.Event()
     threading.Thread(target=_serve, args=(server, accepted, stop), daemon=True).start()
-    values = {"harness_pid": os.getpid(), "port": server.getsockname()[1], "outside": str(sentinel), "escape": str(escape)}
+    data = [str(TASKS / "humaneval" / "data" / "HumanEval.jsonl.gz"), str(TASKS / "mbpp" / "data" / "mbpp.jsonl")]
+    values = {"harness_pid": os.getpid(), "port": server.getsockname()[1], "outside": str(sentinel), "escape": str(escape),
+              "data_files": data}
     print("| case | tries to | outcome | detail | wall (s) | within limit | outside unchanged | leftover processes |")
     print("|---|---|---|---|---|---|---|---|")
     try:
@@ -111,7 +113,7 @@ def host_state(sandbox: Sandbox) -> None:
     print("| case | tries to | outcome | detail | host before | host after |")
     print("|---|---|---|---|---|---|")
     key = f"boe-sandbox-report-{uuid.uuid4().hex[:12]}"
-    roots = [Path("/run") / f"boe-sandbox-report-{uuid.uuid4().hex[:12]}", OUTSIDE_ROOT / f"boe-sandbox-report-{uuid.uuid4().hex[:12]}"]
+    roots = [base / f"boe-sandbox-report-{uuid.uuid4().hex[:12]}" for base in (Path("/run"), OUTSIDE_ROOT, Path("/etc"))]
     servers, addresses, accepted, stop = [], [], [], threading.Event()
     for root in roots:
         root.mkdir(mode=0o777)

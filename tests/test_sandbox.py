@@ -22,8 +22,8 @@ from boe_eval.sandbox.executor import _user_task_count
 from boe_eval.sandbox.isolation import UidClaims, probe
 
 LIMITS = SandboxLimits(timeout_s=2.0, cpu_s=1)
-SLACK_S = 1.5
-OUTSIDE_ROOT = Path("/var/lib")  # a directory the sandbox does not hide (it hides /tmp, /var/tmp, /run, ...)  # start-up and clean-up of a namespace on a loaded 2-core machine
+SLACK_S = 1.5  # start-up and clean-up of a namespace on a loaded 2-core machine
+OUTSIDE_ROOT = Path("/var/lib")  # outside the programs' root (as everything but /usr, /etc, /lib*), and not a tmpfs
 FAILURES = {FAILED, KILLED, TIMEOUT, "exited"}
 
 ISOLATION = probe(True)
@@ -46,8 +46,8 @@ def plain_sandbox() -> Sandbox:
 
 @pytest.fixture
 def outside(tmp_path_factory):
-    """A world-writable directory outside any sandbox, under /var/lib (not /tmp or /var/tmp, which
-    the sandbox hides behind its own tmpfs, so a file there would be out of reach for a trivial reason)."""
+    """A world-writable directory outside any sandbox, under /var/lib (the fallback without
+    namespaces sees it; the programs' minimal root does not)."""
     base = OUTSIDE_ROOT / f"boe-sandbox-test-{uuid.uuid4().hex}"
     base.mkdir(mode=0o755)
     os.chmod(base, 0o777)
@@ -188,7 +188,9 @@ def test_writing_a_10_gb_file_fails_and_writes_nothing_outside(sandbox, outside)
     free_before = shutil.disk_usage("/").free
     result = sandbox.run(case("write a 10 GB file").render(escape=str(escape)))
     _assert_failed_in_time(result)
-    assert result.detail == "OSError", result.stderr[-300:]  # EFBIG from RLIMIT_FSIZE or a full tmpfs
+    # EFBIG from RLIMIT_FSIZE or a full tmpfs; then the path outside does not exist in its root
+    assert result.detail in {"OSError", "FileNotFoundError"}, result.stderr[-300:]
+    assert "File too large" in result.stderr or "No space left" in result.stderr
     assert not escape.exists()
     assert free_before - shutil.disk_usage("/").free < 1 << 30  # nothing near 10 GB landed on disk
     _assert_harness_still_works(sandbox)
@@ -274,6 +276,7 @@ def test_every_catalogued_case_is_covered_by_a_test():
     assert {c.name for c in CASES} == {
         "infinite loop", "sleep forever", "fork bomb", "allocate 64 GB", "write a 10 GB file", "delete a file outside",
         "socket to 127.0.0.1", "kill the parent", "sys.exit(0) before the asserts", "os._exit(0) before the asserts",
+        "read the reference solutions",
     }
     assert {c.name for c in ENDING_CASES} == {
         "os._exit(125)", "fake setup-error line", "garbage on its pipes", "closed pipes", "killed by SIGSEGV",
@@ -283,6 +286,14 @@ def test_every_catalogued_case_is_covered_by_a_test():
         "read a key left by another program", "unix sockets of the host",
     }
     assert {c.name for c in CHEATS} == {"forged pass", "trace hook", "always-equal result"}
+
+
+@pytest.mark.skipif(not ISOLATION.namespaces, reason="the minimal root needs the mount namespace")
+def test_the_reference_solutions_are_out_of_reach(sandbox):
+    data = [str(TASKS / "humaneval" / "data" / "HumanEval.jsonl.gz"), str(TASKS / "mbpp" / "data" / "mbpp.jsonl")]
+    assert all(os.path.exists(p) for p in data)
+    result = sandbox.run(case("read the reference solutions").render(data_files=data), SandboxLimits(timeout_s=10, cpu_s=5))
+    assert (result.status, result.detail) == (FAILED, "FileNotFoundError"), result.stdout[-300:]
 
 
 # ---------------------------------------------------------------------------------- fallback
@@ -468,9 +479,9 @@ def test_the_kernel_keyring_is_out_of_reach(sandbox):
 
 @pytest.fixture
 def unix_servers():
-    """World-writable unix sockets on the host that record what they accept: one in /run, one in a
-    directory the sandbox does not hide as a whole (/var/lib), and one abstract."""
-    directories = [Path("/run") / f"boe-sandbox-test-{uuid.uuid4().hex[:12]}", OUTSIDE_ROOT / f"boe-sandbox-test-{uuid.uuid4().hex[:12]}"]
+    """World-writable unix sockets on the host that record what they accept: one in /run, one in
+    /var/lib, one in /etc (inside what the programs' root keeps: covered by /dev/null) and one abstract."""
+    directories = [root / f"boe-sandbox-test-{uuid.uuid4().hex[:12]}" for root in (Path("/run"), OUTSIDE_ROOT, Path("/etc"))]
     servers, accepted = [], []
     addresses = []
     for directory in directories:

@@ -4,7 +4,8 @@
 ignored, so a case that ends as anything but a failure is a sandbox bug (`LEAK_CASES` may end as
 they like: what they must not do is leave anything behind). Placeholders: `{harness_pid}`,
 `{port}` (a listening TCP port on 127.0.0.1), `{outside}` (a file outside the sandbox that must
-survive), `{escape}` (a path outside the sandbox that must not appear), `{unix_sockets}` (a list of
+survive), `{escape}` (a path outside the sandbox that must not appear), `{data_files}` (paths of
+the task data with the reference solutions), `{unix_sockets}` (a list of
 unix socket addresses of the host that accept connections), `{key}` (a kernel key description).
 
 `CHEATS`: wrong answers for every HumanEval / MBPP task that try to be scored as passing through
@@ -93,6 +94,19 @@ CASES: tuple[HostileProgram, ...] = (
         "except OSError:\n"
         "    pass\n"
         "os.kill(os.getppid(), signal.SIGKILL)\n" + _PASSING_TEST,
+    ),
+    HostileProgram(
+        "read the reference solutions",
+        "open the task data (canonical solutions, expected outputs) in the harness's checkout, or find "
+        "any copy under /work, /home, /root, /opt, /var",
+        "import glob\n"
+        "found = [p for p in {data_files!r} if __import__('os').path.exists(p)]\n"
+        "for root in ('/work', '/home', '/root', '/opt', '/var'):\n"
+        "    found += glob.glob(root + '/**/HumanEval*.jsonl*', recursive=True)\n"
+        "    found += glob.glob(root + '/**/mbpp*.json*', recursive=True)\n"
+        "if not found:\n"
+        "    raise FileNotFoundError('no task data reachable')\n"
+        "print(open(found[0], 'rb').read(100))\n" + _PASSING_TEST,
     ),
     HostileProgram(
         "sys.exit(0) before the asserts",

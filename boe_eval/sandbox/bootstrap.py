@@ -2,10 +2,11 @@
 SETTINGS_JSON`, stdlib only, and never runs model-written code itself.
 
 Reads `{"candidate": source, "tests": source, "may_shadow": [names]}` (JSON) from stdin, then
-1. (mount namespace) remounts every mount read-only, hides the host's temporary and run-time
-   directories, home directories, the harness's checkout and every path-bound unix socket of the
-   host (empty read-only tmpfs or /dev/null mounted over them), and mounts fresh size-limited tmpfs
-   on /tmp and /dev/shm; otherwise it uses the directory it is given;
+1. (mount namespace) remounts every mount read-only, hides every path-bound unix socket of the
+   host under what it keeps (/dev/null mounted over it), and changes root into a minimal file
+   system: read-only /usr, /bin, /sbin, /lib*, /etc and the interpreter's directories, /dev/null
+   and a few other devices, this namespace's /proc, and fresh size-limited tmpfs on /tmp and
+   /dev/shm (`enter_minimal_root`); otherwise it uses the directory it is given;
 2. writes runner.py, `candidate/main.py` (owned by the candidate's uid) and `checker/tests.py`
    (owned by the checker's uid, mode 0700: the candidate cannot read the tests);
 3. sets the resource limits, then forks two children joined by a socket pair, each of which drops
@@ -36,7 +37,7 @@ SETUP_ERROR_EXIT = 125
 
 # <sys/mount.h>
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
-MS_REMOUNT, MS_BIND = 32, 4096
+MS_REMOUNT, MS_BIND, MS_REC = 32, 4096, 16384
 MS_NOATIME, MS_NODIRATIME, MS_RELATIME = 1024, 2048, 1 << 21
 # statvfs f_flag bits that keep their meaning when remounting (ST_RELATIME is 4096, not MS_RELATIME)
 _KEPT_FLAGS = {
@@ -185,6 +186,55 @@ def hide(paths: list[str]) -> None:
             _mount("none", path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NOEXEC)
 
 
+#: what the programs' root file system holds (read-only binds of the host's), besides the
+#: interpreter's own directories, /dev (null, zero, full, random, urandom), /proc and a fresh /tmp
+ROOT_BINDS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+DEVICES = ("null", "zero", "full", "random", "urandom")
+
+
+def enter_minimal_root(root: str, keep: list[str], disk_bytes: int) -> None:
+    """Build a root file system on a fresh tmpfs at `root` from read-only binds of ROOT_BINDS and
+    `keep` (the interpreter's directories), a few devices and this namespace's /proc, then chroot
+    into it. Everything else of the host (checkouts with reference solutions, home directories,
+    /run, /tmp, /var, /mnt, sockets anywhere) does not exist for the programs."""
+    _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
+    binds = []
+    for path in (*ROOT_BINDS, *keep):
+        path = os.path.normpath(path)
+        if any(path == b or path.startswith(b.rstrip("/") + "/") for b in binds):
+            continue
+        target = root + path
+        if os.path.islink(path) and path in ROOT_BINDS:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            if not os.path.lexists(target):
+                os.symlink(os.readlink(path), target)
+            continue
+        if not os.path.isdir(path):
+            continue
+        os.makedirs(target, exist_ok=True)
+        _mount(path, target, None, MS_BIND | MS_REC)
+        binds.append(path)
+    os.makedirs(root + "/dev", exist_ok=True)
+    for name in DEVICES:
+        if os.path.exists(f"/dev/{name}"):
+            open(f"{root}/dev/{name}", "w").close()
+            _mount(f"/dev/{name}", f"{root}/dev/{name}", None, MS_BIND)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                         ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, f"{root}/dev/{name}")
+    os.makedirs(root + "/proc", exist_ok=True)
+    _mount("/proc", root + "/proc", None, MS_BIND | MS_REC)
+    for directory in ("/tmp", "/dev/shm"):
+        os.makedirs(root + directory, exist_ok=True)
+    refused = make_filesystem_read_only()  # the new binds and the root itself too
+    if refused:
+        raise SetupError("could not remount read-only: " + ", ".join(refused))
+    _mount("tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={disk_bytes},mode=0711")
+    _mount("tmpfs", root + "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, f"size={disk_bytes},mode=1777")
+    os.chroot(root)
+    os.chdir("/")
+
+
 def _status(fd: int, line: str) -> None:
     try:
         os.write(fd, (line.replace("\n", " ") + "\n").encode())
@@ -294,17 +344,14 @@ def main() -> None:
             refused = make_filesystem_read_only()
             if refused:
                 raise SetupError("could not remount read-only: " + ", ".join(refused))
-            hide(settings["hide"])
-            _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={settings['disk_bytes']},mode=0711")
-            if os.path.isdir("/dev/shm"):
-                _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                       f"size={settings['disk_bytes']},mode=1777")
+            hide(settings["hide"])  # sockets inside what the new root keeps
+            enter_minimal_root("/tmp", settings["keep"], settings["disk_bytes"])
             base = "/tmp"
         else:
             base = settings["workdir"]
         set_limits(settings["limits"])
-    except (OSError, SetupError) as exc:
-        _status(status_fd, f"setup-error {exc}")
+    except BaseException as exc:  # noqa: BLE001 - no program has run yet: the sandbox's own failure
+        _status(status_fd, f"setup-error {type(exc).__name__}: {exc}")
         os._exit(SETUP_ERROR_EXIT)
     runner = os.path.join(base, "runner.py")
     candidate_dir, checker_dir = os.path.join(base, "candidate"), os.path.join(base, "checker")

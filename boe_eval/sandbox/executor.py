@@ -34,7 +34,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from boe_eval.sandbox.isolation import Isolation, UidClaims, hidden_paths, interpreter_for, probe
+from boe_eval.sandbox.bootstrap import ROOT_BINDS
+from boe_eval.sandbox.isolation import Isolation, UidClaims, hidden_sockets, interpreter_for, probe
 from boe_eval.sandbox.limits import SandboxLimits
 
 BOOTSTRAP = Path(__file__).with_name("bootstrap.py")
@@ -139,6 +140,10 @@ class Sandbox:
         self.workers = max(1, workers or os.cpu_count() or 1)
         self.isolation: Isolation = probe(use_namespaces)
         self.python = python or interpreter_for(self.isolation.drop_privileges)
+        #: directories the programs' root keeps besides ROOT_BINDS: the interpreter's own
+        self._keep = tuple(dict.fromkeys(
+            [os.path.dirname(self.python), os.path.dirname(os.path.realpath(self.python)), *_stdlib_dirs(self.python)]
+        ))
         # two uids per worker slot (candidate, checker), claimed for this sandbox alone
         self._claims = UidClaims(2 * self.workers) if self.isolation.drop_privileges else None
         uids = self._claims.uids if self._claims else [None] * (2 * self.workers)
@@ -183,7 +188,8 @@ class Sandbox:
         return {
             "status_fd": status_fd,
             "mount_namespace": self.isolation.namespaces,
-            "hide": hidden_paths([self.python, *_stdlib_dirs(self.python)]) if self.isolation.namespaces else [],
+            "hide": hidden_sockets(ROOT_BINDS + self._keep) if self.isolation.namespaces else [],
+            "keep": list(self._keep),
             "workdir": workdir,
             "disk_bytes": limits.disk_bytes,
             "uids": list(uids),

@@ -5,7 +5,9 @@
   user namespaces). Without it the program has the network, the writable file system of its uid
   and no pid namespace, and the report says so. The IPC namespace takes SysV objects and POSIX
   message queues with it when the program ends; the network namespace does the same for abstract
-  unix sockets; path-bound unix sockets of the host are hidden by the bootstrap (`hidden_paths`).
+  unix sockets; the programs' root is a minimal file system (bootstrap.enter_minimal_root), so
+  path-bound unix sockets of the host do not exist for them (those under the directories it keeps
+  are covered with /dev/null: `hidden_sockets`).
 - Privileges: as root each program and its checker run as two unprivileged uids of their own
   (so RLIMIT_NPROC, which root ignores, applies per program, and the program can neither signal
   other processes nor read the checker's files or descriptors). The uids are claimed with an
@@ -57,7 +59,8 @@ class Isolation:
         if self.namespaces:
             lines = [
                 "network: none (own network namespace, loopback down)",
-                "file system: read-only, except a fresh size-limited tmpfs working directory",
+                "file system: a minimal read-only root (/usr, /etc, /lib*, the interpreter, /dev/null, /proc), "
+                "a fresh size-limited tmpfs /tmp and /dev/shm",
                 "processes: own pid namespace; leftovers die with it",
             ]
         else:
@@ -69,7 +72,7 @@ class Isolation:
             ]
         if self.namespaces:
             lines.insert(1, "ipc, keyring, host unix sockets: own IPC namespace, keyring calls denied (seccomp), "
-                            "host socket paths and temporary directories hidden")
+                            "no path to a host socket")
         else:
             lines.insert(1, "ipc, unix sockets: NOT isolated; keyring calls denied (seccomp)")
         lines.append(
@@ -235,35 +238,24 @@ class UidClaims:
             pass
 
 
-def hidden_paths(keep: list[str]) -> list[str]:
-    """What the bootstrap hides in the program's mount namespace: temporary and run-time
-    directories, home directories, the harness's checkout (its task data holds the reference
-    solutions) and every path-bound unix socket of the host (/proc/net/unix, read now), except
-    paths that contain one of `keep` (the interpreter and its standard library)."""
-    checkout = str(Path(__file__).resolve().parents[2])
-    directories = ["/var/tmp", "/run", "/dev/mqueue", "/home", "/root", "/srv", "/mnt", "/media", checkout]
-    kept = [os.path.realpath(k) for k in keep]
-
-    def allowed(path: str) -> bool:
-        real = os.path.realpath(path)
-        return not any(k == real or k.startswith(real.rstrip("/") + "/") for k in kept)
-
-    hidden = [d for d in directories if os.path.isdir(d) and not os.path.islink(d) and allowed(d)]
-    covered = [os.path.realpath(d).rstrip("/") + "/" for d in (*hidden, "/tmp", "/dev/shm")]
+def hidden_sockets(kept: tuple[str, ...]) -> list[str]:
+    """Every path-bound unix socket of the host (/proc/net/unix, read now) under a directory the
+    programs' root file system keeps (`kept`): the bootstrap mounts /dev/null over each."""
+    roots = [os.path.realpath(k).rstrip("/") + "/" for k in kept if os.path.isdir(k)]
     try:
         with open("/proc/net/unix") as fh:
             lines = fh.read().splitlines()[1:]
     except OSError:
-        lines = []
+        return []
+    found = []
     for line in lines:
         fields = line.split(None, 7)
         path = fields[7] if len(fields) == 8 else ""
-        if not path.startswith("/") or not os.path.lexists(path):
-            continue
-        real = os.path.realpath(path)
-        if not any(real.startswith(c) for c in covered) and allowed(path) and real not in hidden:
-            hidden.append(real)
-    return hidden
+        if path.startswith("/") and os.path.lexists(path):
+            real = os.path.realpath(path)
+            if any(real.startswith(r) for r in roots) and real not in found:
+                found.append(real)
+    return found
 
 
-__all__ = ["DEFAULT_UID_BASE", "Isolation", "UidClaims", "free_uids", "hidden_paths", "interpreter_for", "probe", "uid_lock_dir"]
+__all__ = ["DEFAULT_UID_BASE", "Isolation", "UidClaims", "free_uids", "hidden_sockets", "interpreter_for", "probe", "uid_lock_dir"]
