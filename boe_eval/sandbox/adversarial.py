@@ -225,7 +225,7 @@ LEAK_CASES: tuple[HostileProgram, ...] = (
     ),
     HostileProgram(
         "unix sockets of the host",
-        "connect to world-writable unix sockets of the host (in /run, in /var/lib, abstract)",
+        "connect to world-writable unix sockets of the host (in /run, /var/lib and /etc, and an abstract one)",
         "import socket\n"
         "reached = []\n"
         "for address in {unix_sockets!r}:\n"

@@ -21,6 +21,7 @@ from __future__ import annotations
 import ast
 import re
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 
 from boe_eval.sandbox.executor import ExecutionResult, TestedProgram, default_sandbox
@@ -73,7 +74,10 @@ def mbpp_functions(doc: dict) -> tuple[str, ...]:
     """The functions the reference solution defines at top level (the names its tests may take from
     the candidate even when a built-in has the same name, as task 126's `sum`)."""
     try:
-        tree = ast.parse(doc["code"])
+        with warnings.catch_warnings():  # MBPP's code has invalid escape sequences ('\w' in regexes)
+            warnings.simplefilter("ignore", SyntaxWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            tree = ast.parse(doc["code"])
     except SyntaxError:
         return ()
     return tuple(node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef)))

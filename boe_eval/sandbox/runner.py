@@ -295,7 +295,11 @@ class _Channel:
             raise ProtocolError("malformed reply")
         kind = getattr(builtins, name, None) if name.isidentifier() else None
         if isinstance(kind, type) and issubclass(kind, BaseException) and kind is not BaseException:
-            raise kind(f"raised in the candidate's process")
+            try:
+                error = kind("raised in the candidate's process")
+            except Exception:  # noqa: BLE001 - e.g. UnicodeDecodeError wants five arguments
+                error = CandidateError(name)
+            raise error
         raise CandidateError(name[:100])
 
 
