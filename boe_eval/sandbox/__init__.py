@@ -1,5 +1,6 @@
 """A sandbox for model-written code: each program in its own process with resource limits, no
-network, a read-only file system except its own tmpfs, and an unprivileged uid (see executor)."""
+network, its own IPC namespace, a read-only file system except its own tmpfs, and an unprivileged
+uid; its tests run in a second process that the program cannot reach (see executor, runner)."""
 
 from boe_eval.sandbox.executor import (
     EXITED,
@@ -10,6 +11,7 @@ from boe_eval.sandbox.executor import (
     ExecutionResult,
     Sandbox,
     SandboxError,
+    TestedProgram,
     default_sandbox,
     run_programs,
 )
@@ -27,6 +29,7 @@ __all__ = [
     "Sandbox",
     "SandboxError",
     "SandboxLimits",
+    "TestedProgram",
     "default_sandbox",
     "probe",
     "run_programs",

