@@ -218,13 +218,15 @@ def score_response(oracle: OracleDenoiser, template: str, response: str) -> dict
     `valid` 1 if the sequence has positive probability given the template (in the support), else 0;
     `log_prob` the exact log p(x | template) (-inf when invalid: result rows store it as null, so means are over
     valid sequences); `mode_gap` log p(mode | template) - log p(x | template) >= 0 (mode = the exact conditional
-    mode where the oracle has one, `mode()`), `mode_match` 1 if x is that mode."""
+    mode where the oracle has one, `mode()`; gaps below 1e-9 are rounding and count as 0), `mode_match` 1 if x is
+    that mode string (several sequences may share the mode's probability: `mode_gap` = 0 is the tie-proof test)."""
     log_prob = oracle.conditional_log_prob(template, response.strip())
     out = {"valid": float(math.isfinite(log_prob)), "log_prob": log_prob}
     mode = oracle.mode(template)
     if mode is not None:
         best = oracle.conditional_log_prob(template, mode)
-        out["mode_gap"] = best - log_prob if math.isfinite(log_prob) else float("inf")
+        gap = best - log_prob if math.isfinite(log_prob) else float("inf")
+        out["mode_gap"] = 0.0 if abs(gap) < 1e-9 else gap
         out["mode_match"] = float(response.strip() == mode)
     return out
 

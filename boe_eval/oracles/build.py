@@ -55,10 +55,29 @@ def task_items(name: str) -> list[dict]:
     return items
 
 
+def write_frequencies(name: str) -> None:
+    """token_frequencies.json for PC-Sampler: the oracle's exact prior symbol frequencies (mean over positions of
+    p(x_t = s), no evidence), in the format of scripts/build_token_frequencies.py (num_tokens is nominal)."""
+    from boe_eval.oracles.base import load_oracle
+
+    oracle = load_oracle(ORACLE_DIR / name)
+    n = ORACLES[name]["gen_length"]
+    with torch.no_grad():
+        marginals = oracle.posterior(torch.ones(1, n, len(oracle.symbols), dtype=torch.float64))[0].mean(0)
+    payload = {
+        "tokenizer": f"oracle:{name}",
+        "corpus": [f"exact prior marginals of the oracle over {n} positions (no sampling)"],
+        "num_tokens": 1_000_000,
+        "frequencies": {str(i): round(float(p), 12) for i, p in zip(oracle.symbol_ids, marginals)},
+    }
+    (ORACLE_DIR / name / "token_frequencies.json").write_text(json.dumps(payload, indent=1) + "\n")
+
+
 def main() -> None:
     for name, spec in ORACLES.items():
         write_oracle_dir(ORACLE_DIR / name, spec["kind"], spec["symbols"], parameters(name),
                          {"gen_length": spec["gen_length"]})
+        write_frequencies(name)
         data = REPO / "tasks" / f"oracle_{name}" / "data" / "test.jsonl"
         data.parent.mkdir(parents=True, exist_ok=True)
         data.write_text("".join(json.dumps(item) + "\n" for item in task_items(name)))
