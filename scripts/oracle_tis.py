@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
     import torch
 
-    from boe_eval.analysis.tis_diagnostics import TISDiagnosticSampler, summarize
+    from boe_eval.analysis.tis_diagnostics import TISDiagnosticSampler, step_correlations, summarize
     from boe_eval.decoding import DecodeConfig, generate_batched
     from boe_eval.models import load_denoiser
     from boe_eval.samplers.boe import BoEConfig
@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         for score in ("tis", "score"):
             for target, label in (("true_drop", "relaxed drop dH~ (eq. 12)"), ("hard_drop", "hard-write drop")):
                 summary = summarize(frame, score=score, target=target)
+                per_step = step_correlations(frame, score=score, target=target)
+                ranked = per_step[per_step["spearman"].notna()] if len(per_step) else per_step
+                summary["same_best_fraction"] = float(ranked["same_best"].mean()) if len(ranked) else float("nan")
                 rows.append({"oracle": name, "layout": f"L={gen_length}, T={steps}, rho={args.rho}",
                              "score": "TIS" if score == "tis" else "BoE score (gated - penalty)",
                              "target": label, **summary})
@@ -66,16 +69,16 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     pd.concat(frames).to_csv(out / "tis_vs_truth.csv", index=False)
-    columns = ["oracle", "layout", "score", "target", "steps", "candidates", "mean_step_spearman",
+    columns = ["oracle", "layout", "score", "target", "steps", "ranked_steps", "candidates", "mean_step_spearman",
                "median_step_spearman", "pooled_spearman", "same_best_fraction", "mean_abs_remainder",
                "mean_abs_true_drop"]
     text = (
         "# TIS against the truth on the exact oracles\n\n"
         f"{args.n} items per oracle, BoE (dense gradient; ActiveQueryAttention is a no-op on an oracle), every "
         "candidate of every step. Per step: Spearman rank correlation between the score and the exact target over "
-        "the step's candidates (steps with >= 3 candidates; steps where either side is constant give no "
-        "correlation and are left out of the mean), pooled = over all candidates; same_best = both rank the same "
-        "candidate first; remainder = mean |target - TIS| (for the relaxed drop: Theorem 3.1's eps). "
+        "the step's candidates (steps with >= 3 candidates; ranked_steps = those where neither side is "
+        "constant, the only ones with a correlation and in the mean), pooled = over all candidates; same_best = both rank the same "
+        "candidate first (over the ranked steps); remainder = mean |target - TIS| (for the relaxed drop: Theorem 3.1's eps). "
         "mean_abs_true_drop = mean |target|.\n\n"
         f"command: python scripts/oracle_tis.py {' '.join(argv if argv is not None else sys.argv[1:])}\n\n"
         + table[columns].to_markdown(index=False, floatfmt=".3f")

@@ -180,3 +180,12 @@ def test_random_hmm_is_sparse_and_every_symbol_names_one_state():
     assert (params["trans"] > 0).sum(1).tolist() == [3] * 5
     assert ((params["emit"] > 0).sum(0) == 1).all()
     assert torch.allclose(params["trans"].sum(1), torch.ones(5, dtype=torch.float64))
+
+
+def test_the_diffusion_time_is_accepted_and_ignored(oracles):
+    oracle = oracles["hmm_two_modes"]
+    assert oracle.time_conditioned
+    ids = canvas(oracle, "a" + FREE * 5, written={3: "b"})
+    plain = oracle.logits(ids)
+    for t in (1e-5, 0.3, 1.0):
+        assert torch.equal(oracle.logits(ids, timestep=torch.tensor([t])), plain)

@@ -155,6 +155,7 @@ def summarize(frame: pd.DataFrame, score: str = "tis", min_candidates: int = 3, 
     steps = step_correlations(frame, score, min_candidates, target)
     return {
         "steps": len(steps),
+        "ranked_steps": int(steps["spearman"].notna().sum()) if len(steps) else 0,  # both sides non-constant
         "candidates": len(frame),
         "mean_step_spearman": float(steps["spearman"].mean()) if len(steps) else float("nan"),
         "median_step_spearman": float(steps["spearman"].median()) if len(steps) else float("nan"),

@@ -24,6 +24,10 @@ at i is alpha pi_i(s) + (1 - alpha): a product of per-position evidence factors,
 TIS and the relaxed entropy drop of eq. 12 are exact. There is no attention, hence ActiveQueryAttention (eq. 30)
 is a no-op here: `active_queries` yields the holder and changes nothing (the gradient is always the dense one).
 
+Time: the exact conditional p(x_t | visible tokens) of a masked diffusion model does not depend on the diffusion
+time, so an oracle accepts a timestep (`time_conditioned = True`: MDLM-style schedules such as ReMDM-cap/rescale/loop
+run on it) and ignores it.
+
 Everything is float64. Impossible symbols get the logit log(1e-300) (finite, so entropies and their gradients
 stay finite); every non-symbol token is forbidden (the loop sets it to -inf).
 """
@@ -79,7 +83,7 @@ class OracleDenoiser(Denoiser):
         self.separator_id = vocab[SEPARATOR]
         forbidden = [i for i in range(len(vocab)) if i not in set(self.symbol_ids)]
         super().__init__(OracleModule(len(vocab), name), tokenizer, mask_id=tokenizer.mask_token_id,
-                         forbidden_ids=forbidden, name=name)
+                         forbidden_ids=forbidden, time_conditioned=True, name=name)
 
     # ------------------------------------------------------------------ to implement
     def posterior(self, evidence: Tensor) -> Tensor:  # pragma: no cover - abstract
