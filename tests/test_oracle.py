@@ -189,3 +189,29 @@ def test_the_diffusion_time_is_accepted_and_ignored(oracles):
     plain = oracle.logits(ids)
     for t in (1e-5, 0.3, 1.0):
         assert torch.equal(oracle.logits(ids, timestep=torch.tensor([t])), plain)
+
+
+@pytest.mark.parametrize("name", ["hmm_random", "hmm_two_modes", "sudoku4"])
+def test_task_metrics_match_the_yaml_and_score_the_generating_sample_as_valid(name):
+    import importlib.util
+    import json as json_module
+
+    import yaml
+
+    from boe_eval.harness.provenance import REPO_ROOT
+
+    folder = REPO_ROOT / "tasks" / f"oracle_{name}"
+    spec = importlib.util.spec_from_file_location(f"oracle_task_{name}", folder / "utils.py")
+    utils = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(utils)
+    declared = [m["metric"] for m in yaml.safe_load((folder / f"oracle_{name}.yaml").read_text().replace("!function", ""))["metric_list"]]
+    doc = json_module.loads((folder / "data" / "test.jsonl").read_text().splitlines()[0])
+    assert utils.doc_to_text(doc) == doc["template"] + "="
+    good = utils.process_results(doc, [doc["sample"]])
+    assert list(good) == declared and good["valid"] == 1.0 and good["log_prob"] <= 0
+    if "mode_gap" in good:
+        assert good["mode_gap"] >= 0
+        best = utils.process_results(doc, [utils.oracle().mode(doc["template"])])
+        assert best["mode_gap"] == 0.0 and best["mode_match"] == 1.0 and best["log_prob"] >= good["log_prob"]
+    bad = utils.process_results(doc, ["x" * len(doc["sample"])])
+    assert bad["valid"] == 0.0 and bad["log_prob"] == float("-inf")
