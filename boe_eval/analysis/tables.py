@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from boe_eval.decoding.diagnostics import agreement_warning
 from boe_eval.harness.sweep import BUDGET_AXES, MEASURED_COLUMN
 
 AXIS_UNITS = {"steps": "steps", "nfe": "NFE", "forward_equivalents": "fwd-eq", "wall_time": "s"}
@@ -47,9 +48,15 @@ def format_summary_table(summaries: Sequence[dict]) -> str:
             "backwards": df["backwards"].map(_num),
             "fwd-equiv": df["forward_equivalents"].map(_num),
             "wall s": df["wall_time_s"].map(_num),
+            "agree w/ conf %": (df["agreement_with_confidence"] if "agreement_with_confidence" in df
+                                else pd.Series([None] * len(df))).map(_pct),
         }
     )
-    return table.to_markdown(index=False)
+    if "remasked" in df and (df["remasked"].fillna(0) > 0).any():
+        table["remasked"] = df["remasked"].map(lambda v: _num(v, 0))
+    lines = [table.to_markdown(index=False)]
+    lines += [w for w in (agreement_warning(s) for s in summaries) if w]
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------- helpers

@@ -35,7 +35,9 @@ def relaxed_entropy_drop(
     ctx: StepContext, candidates: Tensor, delta: Tensor, objective: Tensor, chunk: int = 64
 ) -> tuple[Tensor, Meter]:
     """dH~(i) [b, L] at the candidates (0 elsewhere), by one forward per candidate (batched by `chunk`);
-    returns it with the meter that counted those forwards (one count per sequence forwarded)."""
+    returns it with the meter that counted those forwards (one count per sequence forwarded).
+    With `delta` = E[x0_i] - e_m (a one-hot write of the proposed token) it is the drop of a real, hard write
+    (`hard_write_delta`)."""
     meter = Meter(chunk)
     model = MeteredDenoiser(ctx.model.denoiser, meter)
     timestep = relaxed_timestep(ctx)
@@ -65,9 +67,21 @@ def relaxed_entropy_drop(
     return drop, meter
 
 
+def hard_write_delta(ctx: StepContext, candidates: Tensor) -> Tensor:
+    """E[x0_i] - e_m at the candidates, 0 elsewhere [b, L, d]: moving slot i by it writes the proposed token x0_i
+    for real, so `relaxed_entropy_drop` then gives the exact one-step future entropy drop of a hard write."""
+    with torch.no_grad():
+        written = ctx.model.embed(ctx.x0)
+        mask = ctx.model.embed(torch.full_like(ctx.x0, ctx.model.mask_id))
+    return (written - mask) * candidates.unsqueeze(-1).to(written.dtype)
+
+
 class TISDiagnosticSampler(BoESampler):
     """BoE that also measures dH~(i) for every candidate of every step, into `records` (analysis only: it is
-    not registered as a sampler; its decisions are BoE's)."""
+    not registered as a sampler; its decisions are BoE's). With `hard_writes`, also the exact entropy drop of
+    writing x0_i for real (`hard_drop`), on an oracle the true one-step future entropy drop."""
+
+    hard_writes: bool = False
 
     def start(self, batch_size: int, width: int, device: torch.device) -> None:
         super().start(batch_size, width, device)
@@ -82,6 +96,10 @@ class TISDiagnosticSampler(BoESampler):
         objective = objective_positions(ctx.masked, candidates, self.config.objective)
         drop, meter = relaxed_entropy_drop(ctx, candidates, parts["delta"], objective)
         self.diagnostic_forwards += int(meter.forwards.sum())
+        hard = None
+        if self.hard_writes:
+            hard, meter = relaxed_entropy_drop(ctx, candidates, hard_write_delta(ctx, candidates), objective)
+            self.diagnostic_forwards += int(meter.forwards.sum())
         score, fallbacks = confidence_fallback(parts["score"], ctx)
         commit = commit_by_score(score, candidates, ctx)
         for j, i in candidates.nonzero().tolist():
@@ -99,6 +117,7 @@ class TISDiagnosticSampler(BoESampler):
                     "confidence": float(ctx.confidence[j, i]),
                     "entropy": float(ctx.entropy[j, i]),
                     "committed": bool(commit[j, i]),
+                    **({"hard_drop": float(hard[j, i])} if hard is not None else {}),
                 }
             )
         return StepDecision(commit=commit, fallbacks=fallbacks)
@@ -107,9 +126,12 @@ class TISDiagnosticSampler(BoESampler):
         return pd.DataFrame(self.records)
 
 
-def step_correlations(frame: pd.DataFrame, score: str = "tis", min_candidates: int = 3) -> pd.DataFrame:
-    """Per step (call, row, step) with at least `min_candidates`: Spearman rho between `score` and the true
-    drop, whether both pick the same best candidate, and the mean first-order remainder |dH~ - TIS| (eq. 16)."""
+def step_correlations(
+    frame: pd.DataFrame, score: str = "tis", min_candidates: int = 3, target: str = "true_drop"
+) -> pd.DataFrame:
+    """Per step (call, row, step) with at least `min_candidates`: Spearman rho between `score` and `target` (the
+    true relaxed drop, or `hard_drop`), whether both pick the same best candidate, and the mean first-order
+    remainder |target - TIS| (eq. 16)."""
     rows = []
     for key, group in frame.groupby(["call", "row", "step"]):
         if len(group) < min_candidates:
@@ -120,27 +142,28 @@ def step_correlations(frame: pd.DataFrame, score: str = "tis", min_candidates: i
                 "row": key[1],
                 "step": key[2],
                 "candidates": len(group),
-                "spearman": group[score].corr(group["true_drop"], method="spearman"),
-                "same_best": int(group[score].idxmax() == group["true_drop"].idxmax()),
-                "remainder": float((group["true_drop"] - group["tis"]).abs().mean()),
+                "spearman": group[score].corr(group[target], method="spearman"),
+                "same_best": int(group[score].idxmax() == group[target].idxmax()),
+                "remainder": float((group[target] - group["tis"]).abs().mean()),
             }
         )
     return pd.DataFrame(rows)
 
 
-def summarize(frame: pd.DataFrame, score: str = "tis", min_candidates: int = 3) -> dict:
+def summarize(frame: pd.DataFrame, score: str = "tis", min_candidates: int = 3, target: str = "true_drop") -> dict:
     """Mean and median per-step Spearman, pooled Spearman over all candidates, best-candidate agreement."""
-    steps = step_correlations(frame, score, min_candidates)
+    steps = step_correlations(frame, score, min_candidates, target)
     return {
         "steps": len(steps),
+        "ranked_steps": int(steps["spearman"].notna().sum()) if len(steps) else 0,  # both sides non-constant
         "candidates": len(frame),
         "mean_step_spearman": float(steps["spearman"].mean()) if len(steps) else float("nan"),
         "median_step_spearman": float(steps["spearman"].median()) if len(steps) else float("nan"),
-        "pooled_spearman": float(frame[score].corr(frame["true_drop"], method="spearman")),
+        "pooled_spearman": float(frame[score].corr(frame[target], method="spearman")),
         "same_best_fraction": float(steps["same_best"].mean()) if len(steps) else float("nan"),
-        "mean_abs_remainder": float((frame["true_drop"] - frame["tis"]).abs().mean()),
-        "mean_abs_true_drop": float(frame["true_drop"].abs().mean()),
+        "mean_abs_remainder": float((frame[target] - frame["tis"]).abs().mean()),
+        "mean_abs_true_drop": float(frame[target].abs().mean()),
     }
 
 
-__all__ = ["TISDiagnosticSampler", "relaxed_entropy_drop", "step_correlations", "summarize"]
+__all__ = ["TISDiagnosticSampler", "hard_write_delta", "relaxed_entropy_drop", "step_correlations", "summarize"]

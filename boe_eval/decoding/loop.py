@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from boe_eval.decoding.diagnostics import DecisionDiagnostics
 from boe_eval.decoding.meter import Meter, MeteredDenoiser
 from boe_eval.decoding.schedule import ConfigError, validate_layout
 from boe_eval.decoding.state import StepContext, StepDecision
@@ -64,6 +65,8 @@ class SequenceResult:
     wall_time_s: float
     fallbacks: int = 0
     trajectory: list[dict] | None = None
+    #: decision diagnostics (agreement with confidence, remasked writes; `boe_eval.decoding.diagnostics`)
+    decisions: dict = field(default_factory=dict)
 
     def compute(self) -> dict:
         return {
@@ -75,6 +78,7 @@ class SequenceResult:
             "tokens_processed": self.tokens_processed,
             "wall_time_s": self.wall_time_s,
             "fallbacks": self.fallbacks,
+            **self.decisions,
         }
 
 
@@ -262,6 +266,7 @@ def generate(
     stopped = torch.zeros(batch, dtype=torch.bool, device=device)
     fallbacks = torch.zeros(batch, dtype=torch.long)
     trajectories: list[list[dict]] = [[] for _ in range(batch)]
+    diagnostics = DecisionDiagnostics(batch)
     sampler.start(batch, canvas.x.shape[1], device)
     positions = canvas.positions[None]
     global_step = 0
@@ -345,6 +350,7 @@ def generate(
             if bool(numeric_fallback.any()):
                 decision, step_fallbacks = _confidence_fallback(decision, ctx, numeric_fallback)
             _check_decision(sampler, decision, ctx)
+            diagnostics.observe(sampler, ctx, decision)  # what confidence would commit (observes only)
             tokens = decision.tokens if decision.tokens is not None else x0
             if config.record_trajectory:
                 masked_entropy = (ctx.entropy * ctx.masked).sum(1)
@@ -390,6 +396,7 @@ def generate(
                 nfe_to_stop=watcher.nfe_at_stop[i],
                 fallbacks=int(fallbacks[i]),
                 trajectory=trajectories[i] if config.record_trajectory else None,
+                decisions=diagnostics.row(i),
                 **meter.row(i),
             )
         )

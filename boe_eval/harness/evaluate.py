@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from boe_eval.decoding.diagnostics import decision_summary
 from boe_eval.decoding.schedule import ConfigError
 from boe_eval.harness.lm_adapter import BoeLM, attach_compute
 from boe_eval.harness.provenance import REPO_ROOT, runtime_facts
@@ -268,6 +269,7 @@ def summarize(rows: list[dict], common: dict, metric_names: list[str], elapsed: 
         "fallbacks": sum(r.get("fallbacks") or 0 for r in rows),
         "wall_time_s": elapsed,
         "decode_time_s": sum(r.get("wall_time_s") or 0.0 for r in rows),
+        **decision_summary(rows),  # agreement with confidence, writes undone (issue 14)
     }
     return summary
 

@@ -37,6 +37,15 @@ BUILTIN_DIR = Path(__file__).resolve().parent.parent / "tiny" / "checkpoints"
 def resolve_model_path(path: str | Path) -> Path:
     """`builtin:<name>` names a checkpoint shipped with boe-eval; anything else is a local directory."""
     text = str(path)
+    if text.startswith("oracle:"):  # exact oracle denoisers (boe_eval/oracles, issue 14)
+        from boe_eval.oracles import ORACLE_DIR
+
+        name = text.split(":", 1)[1]
+        target = ORACLE_DIR / name
+        if not target.is_dir():
+            available = sorted(p.name for p in ORACLE_DIR.glob("*") if (p / "config.json").is_file())
+            raise ConfigError(f"oracle {name!r} does not exist: choose one of {', '.join(available) or 'none'}")
+        return target
     if text.startswith("builtin:"):
         name = text.split(":", 1)[1]
         target = BUILTIN_DIR / name
@@ -59,6 +68,16 @@ def read_config(path: str | Path) -> dict:
         return json.loads(cfg.read_text())
     except json.JSONDecodeError as err:
         raise ConfigError(f"{cfg} is not valid JSON ({err.msg} at line {err.lineno})") from None
+
+
+def _load_oracle(path: str | Path, dtype: torch.dtype = torch.float64, device: str = "cpu") -> Denoiser:
+    """Exact oracle denoisers (boe_eval.oracles): always float64."""
+    from boe_eval.oracles.base import load_oracle
+
+    return load_oracle(path, dtype=dtype, device=device)
+
+
+LOADERS["boe_oracle"] = _load_oracle
 
 
 def load_masked_lm(path: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu") -> Denoiser:
