@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from boe_eval.decoding.ranking import top_k_mask
 from boe_eval.decoding.state import StepContext, StepDecision
 
 #: a non-confidence sampler agreeing on at least this fraction of its decision steps gets a warning
@@ -60,8 +61,6 @@ class DecisionDiagnostics:
 
     @torch.no_grad()
     def observe(self, sampler, ctx: StepContext, decision: StepDecision) -> None:
-        from boe_eval.samplers.base import top_k_mask
-
         confidence = top_k_mask(ctx.confidence, ctx)
         everything = ctx.eligible
         forced = (confidence == everything).all(1) & (decision.commit == everything).all(1)
