@@ -22,8 +22,9 @@ from boe_eval.decoding.schedule import ConfigError
 from boe_eval.models.denoiser import Denoiser
 
 PROBE_SHAPE = (2, 8)
-#: a change below this, relative to the logits' standard deviation, is rounding
-ROUNDING = {torch.float64: 1e-9, torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 2e-2}
+#: a change below this, relative to the logits' standard deviation, is rounding (loose enough for GPU kernels that
+#: pick another algorithm for another batch size; garbage from uninitialised buffers moves logits by O(1))
+ROUNDING = {torch.float64: 1e-9, torch.float32: 1e-4, torch.bfloat16: 5e-2, torch.float16: 5e-2}
 
 
 def rotary_frequency_problems(model: torch.nn.Module) -> list[str]:
