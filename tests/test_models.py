@@ -458,3 +458,33 @@ def test_sanity_check_flags_non_finite_and_batch_dependent_logits(tiny_bert):
     with pytest.raises(ConfigError, match=r"^model 'nan-model' fails the load-time sanity check on transformers \S+: "
                        r"12% of the logits are NaN or infinite\."):
         check_denoiser(nan)
+
+
+# ----------------------------------------------------------------------------- refused before loading (issue 18)
+@pytest.mark.parametrize("name", ["remdm_cap", "remdm_rescale", "remdm_loop"])
+def test_time_conditioned_samplers_are_refused_on_llada_and_dream_before_loading(name, llada_dir, dream_dir, mdlm_dir,
+                                                                                 monkeypatch):
+    pytest.importorskip("hydra", reason="the pre-flight needs the harness (not in the small transformers-5 venv)")
+    from boe_eval.harness import evaluate
+    from boe_eval.harness.cli import CONFIG_DIR, check
+    from boe_eval.harness.schema import preflight
+    from boe_eval.models import loading
+
+    monkeypatch.setattr(loading, "load_denoiser", lambda *a, **k: pytest.fail("a model was loaded"))
+    for path in (llada_dir, dream_dir):
+        with pytest.raises(ConfigError) as err:
+            preflight([f"sampler={name}", f"model.path={path}", "limit=1"], CONFIG_DIR, check)
+        text = str(err.value)
+        assert "\n" not in text and f"sampler={name}" in text and "time-conditioned" in text and "remdm_llada" in text
+    evaluate.check_sampler_fits_model(build_sampler(name), mdlm_dir)  # MDLM is time-conditioned: accepted
+    evaluate.check_sampler_fits_model(build_sampler("remdm_llada"), llada_dir)  # LLaDA's own ReMDM: accepted
+
+
+def test_missing_llada_weights_name_the_variable_and_model_path():
+    with pytest.raises(ConfigError) as err:
+        load_denoiser("/models/LLaDA-8B-Instruct")  # the llada_8b_instruct config's default when unset
+    text = str(err.value)
+    assert "is not a directory" in text and "$LLADA_8B_INSTRUCT" in text and "model.path=<dir>" in text
+    with pytest.raises(ConfigError) as err:
+        load_denoiser("/no/such/dir")
+    assert "$" not in str(err.value) and "model.path=<dir>" in str(err.value)

@@ -48,7 +48,7 @@ def _required(cfg: DictConfig, key: str, group: str) -> Any:
 def build_specs(cfg: DictConfig) -> list[tuple[Any, Any]]:
     """Validate the composed config and return [(CellSpec, Sampler)] without loading any model."""
     from boe_eval.decoding.loop import DecodeConfig
-    from boe_eval.harness.evaluate import CellSpec, check_task
+    from boe_eval.harness.evaluate import CellSpec, check_sampler_fits_model, check_task
     from boe_eval.harness.schema import check_model_dir, check_task_data, validate_job
     from boe_eval.samplers.base import build_sampler
 
@@ -81,6 +81,7 @@ def build_specs(cfg: DictConfig) -> list[tuple[Any, Any]]:
     label = None if members else sampler_label(str(entries[0][0]))
     for name, sampler_params in entries:
         sampler = build_sampler(name, **sampler_params)
+        check_sampler_fits_model(sampler, model_path)  # e.g. ReMDM sigma-schedules on LLaDA: before loading
         spec = CellSpec(
             model_name=model_label(cfg, model_path),
             model_path=model_path,

@@ -123,6 +123,28 @@ def check_task(name: str, include_paths: tuple[str, ...] = ()) -> None:
         )
 
 
+#: model types (config.json, lower case) whose denoiser takes the diffusion time (boe_eval.models.mdlm)
+TIME_CONDITIONED_MODEL_TYPES = frozenset({"mdlm"})
+
+
+def check_sampler_fits_model(sampler: Sampler, model_path: str) -> None:
+    """Before loading: a sampler that needs a time-conditioned denoiser (the ReMDM sigma-schedules
+    remdm_cap, remdm_rescale, remdm_loop) on a model that is not one (LLaDA, Dream, masked LMs) is refused
+    in one line, instead of failing at its first step after the model has loaded."""
+    from boe_eval.models.loading import read_config
+    from boe_eval.samplers.remdm import RemdmScheduleSampler
+
+    if not isinstance(sampler, RemdmScheduleSampler):
+        return
+    model_type = str(read_config(model_path).get("model_type", "")).lower()
+    if model_type not in TIME_CONDITIONED_MODEL_TYPES:
+        raise ConfigError(
+            f"sampler={sampler.name} needs a time-conditioned (MDLM-style) denoiser and model.path={model_path} is "
+            f"a {model_type or 'masked LM'!r} model, which is not: use sampler=remdm_llada (ReMDM for LLaDA-style "
+            "models) or an MDLM checkpoint"
+        )
+
+
 def _flatten_params(params: dict[str, Any]) -> dict[str, Any]:
     return {f"sampler.{k}": (v if isinstance(v, (int, float, str, bool)) or v is None else str(v)) for k, v in params.items()}
 

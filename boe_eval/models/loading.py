@@ -8,6 +8,7 @@ models). Architecture wrappers register themselves in `LOADERS` keyed by `config
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -47,11 +48,30 @@ def resolve_model_path(path: str | Path) -> Path:
     return Path(text).expanduser()
 
 
+#: the model configs, whose `path: ${oc.env:VARIABLE,default}` names where a checkpoint is looked for
+MODEL_CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "model"
+
+
+def path_variable(path: str | Path) -> str | None:
+    """The environment variable a model config reads `path` from when unset (`$LLADA_8B_INSTRUCT` for
+    /models/LLaDA-8B-Instruct), or None."""
+    pattern = re.compile(r"\$\{oc\.env:(\w+),([^}]*)\}")
+    for config in sorted(MODEL_CONFIG_DIR.glob("*.yaml")):
+        for variable, default in pattern.findall(config.read_text()):
+            if default.strip() == str(path):
+                return variable
+    return None
+
+
 def read_config(path: str | Path) -> dict:
     """The model directory's config.json, with a one-line error when it is missing or corrupt."""
     path = resolve_model_path(path)
     if not path.is_dir():
-        raise ConfigError(f"model path {str(path)!r} is not a directory: give a local model directory")
+        variable = path_variable(path)
+        where = f"set ${variable} to the checkpoint's directory or " if variable else ""
+        raise ConfigError(
+            f"model path {str(path)!r} is not a directory: give a local model directory ({where}pass model.path=<dir>)"
+        )
     cfg = path / "config.json"
     if not cfg.is_file():
         raise ConfigError(f"model path {str(path)!r} has no config.json: not a Hugging Face model directory")
