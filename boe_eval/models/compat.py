@@ -1,14 +1,12 @@
 """Load remote-code models (LLaDA, Dream) on the running transformers, 4.56+ and 5.x, without editing the model
 directory.
 
-LLaDA's and Dream's hub code was written against transformers 4.x. On 5.x it breaks in four places, each fixed
+LLaDA's and Dream's hub code was written against transformers 4.x. On 5.x (checked on 5.24) it breaks in four places, each fixed
 here at load time, and only where the running version needs it:
 
 - `ROPE_INIT_FUNCTIONS["default"]` is gone (Dream's rotary module looks it up in `__init__`: `KeyError`): while a
   remote-code model is built, the table gets the original RoPE frequencies θ_i = base^(-2i/d) (Su et al. 2021,
   eq. 15; transformers 4.x's `_compute_default_rope_parameters`) under "default" again;
-- `rope_config_validation(config)` now standardises `config.rope_parameters`, which Dream's config calls before
-  `PretrainedConfig.__init__` has set anything: validated by the 4.x rule (a plain `rope_scaling` dict) instead;
 - `PretrainedConfig` drops `use_cache`, which LLaDA's `forward` reads: put back from config.json;
 - `from_pretrained` expects the attributes `post_init()` sets (`all_tied_weights_keys`, ...) and calls
   `tie_weights(missing_keys=..., recompute_mapping=...)`; LLaDA's `__init__` never calls `post_init()` and its
@@ -17,7 +15,9 @@ here at load time, and only where the running version needs it:
   model's own `_init_weights` fills them; Dream's does not, so its rotary `inv_freq` is garbage (silently wrong
   or NaN logits): every rotary module that carries its own `rope_init_fn` gets `inv_freq` recomputed.
 
-What cannot be fixed is caught by the load-time sanity check (`boe_eval.models.sanity`).
+(Dream's config calls `rope_config_validation(self)` before `PretrainedConfig.__init__`; 5.24 accepts that, with
+a FutureWarning, also with a legacy `rope_scaling` dict, so nothing is changed there.) What cannot be fixed is
+caught by the load-time sanity check (`boe_eval.models.sanity`).
 """
 
 from __future__ import annotations
@@ -53,35 +53,18 @@ def default_rope_parameters(config, device=None, seq_len: int | None = None, **r
     return 1.0 / (base**exponents), 1.0
 
 
-def _legacy_rope_config_validation(config, ignore_keys=None) -> None:
-    """transformers 4.x's check for configs that keep `rope_scaling` as a plain dict: a named rope type must exist."""
-    scaling = getattr(config, "rope_scaling", None)
-    if scaling is None:
-        return
-    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
-
-    rope_type = scaling.get("rope_type", scaling.get("type", "default"))
-    if rope_type != "default" and rope_type not in ROPE_INIT_FUNCTIONS:
-        raise ValueError(f"rope_scaling names the unknown rope type {rope_type!r}")
-
-
 @contextlib.contextmanager
 def remote_code_compat() -> Iterator[None]:
-    """While a remote-code config or model is built: the 4.x "default" RoPE init and rope-config validation.
-
-    Both are restored on exit; on transformers 4.x nothing changes (the table already has "default")."""
+    """While a remote-code config or model is built: the 4.x "default" RoPE init in `ROPE_INIT_FUNCTIONS`,
+    removed again on exit; on transformers 4.x nothing changes (the table already has "default")."""
     from transformers import modeling_rope_utils as rope_utils
 
     added_default = "default" not in rope_utils.ROPE_INIT_FUNCTIONS
     if added_default:
         rope_utils.ROPE_INIT_FUNCTIONS["default"] = default_rope_parameters
-    original_validation = rope_utils.rope_config_validation
-    if transformers_major() >= 5:
-        rope_utils.rope_config_validation = _legacy_rope_config_validation
     try:
         yield
     finally:
-        rope_utils.rope_config_validation = original_validation
         if added_default:
             rope_utils.ROPE_INIT_FUNCTIONS.pop("default", None)
 
@@ -93,9 +76,8 @@ def _tie_weights_takes_arguments(method) -> bool:
 
 def compatible_model_class(cls: type) -> type:
     """`cls` itself on transformers 4.x; on 5.x a subclass of the same name whose `__init__` ends with the
-    `post_init()` that 5.x's `from_pretrained` relies on (when the remote code's does not call it), whose
-    `tie_weights` accepts 5.x's keyword arguments, and whose `_tied_weights_keys` list (the 4.x form) is the
-    dict 5.x expects."""
+    `post_init()` that 5.x's `from_pretrained` relies on (when the remote code's does not call it) and whose
+    `tie_weights` accepts 5.x's keyword arguments (the remote code's takes none)."""
     if transformers_major() < 5:
         return cls
     namespace: dict = {"__module__": cls.__module__, "__qualname__": cls.__qualname__, "__doc__": cls.__doc__}
@@ -112,11 +94,6 @@ def compatible_model_class(cls: type) -> type:
             return cls.tie_weights(self)
 
         namespace["tie_weights"] = tie_weights
-    tied = getattr(cls, "_tied_weights_keys", None)
-    if isinstance(tied, (list, tuple)):
-        # 4.x listed the tied parameters; 5.x maps each to its source. The only tie these models declare is the
-        # output head to the input embedding, and only when the config says so (resolved by 5.x at post_init).
-        namespace["_tied_weights_keys"] = None
     return type(cls.__name__, (cls,), namespace)
 
 
