@@ -16,4 +16,4 @@ fi
 "$VENV/bin/python" -m pip install --quiet "torch==2.13.0"
 "$VENV/bin/python" -m pip install --quiet "$TRANSFORMERS_SPEC" "tqdm>=4.66" "pytest>=8"
 "$VENV/bin/python" -m pip install --quiet --no-deps -e .
-echo "model-test environment with $("$VENV/bin/python" -c 'import transformers; print("transformers", transformers.__version__)') in $(pwd)/$VENV"
+echo "model-test environment with $("$VENV/bin/python" -c "import transformers; print(\"transformers\", transformers.__version__)") in $(cd "$VENV" && pwd)"
