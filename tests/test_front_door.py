@@ -9,10 +9,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from boe_eval.errors import ConfigError
-from boe_eval.harness import evaluate
+pytest.importorskip("lm_eval", reason="the harness is not installed in the small transformers-5 venv")
 
-pytest.importorskip("lm_eval")
+from boe_eval.errors import ConfigError  # noqa: E402
+from boe_eval.harness import evaluate  # noqa: E402
 
 
 class RecordingTaskManager:
