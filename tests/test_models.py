@@ -24,12 +24,15 @@ from fixtures.models import (  # noqa: F401  (pytest fixtures)
     modernbert,
     modernbert_dir,
 )
+from fixtures.remote_code import REFERENCE_LOGITS, stand_in_logits
 
 from boe_eval.decoding import ConfigError, DecodeConfig, generate, generate_batched
 from boe_eval.models import Denoiser, DreamDenoiser, LLaDADenoiser, MDLMDenoiser, load_denoiser
+from boe_eval.models.compat import compatible_model_class, default_rope_parameters, transformers_major
 from boe_eval.models.dream import dream_attention_inputs
 from boe_eval.models.mdlm import mdlm_mask_id
 from boe_eval.models.padding_probe import honours_padding_mask
+from boe_eval.models.sanity import check_denoiser, logit_problems
 from boe_eval.samplers import build_sampler
 
 ALL = ["tiny_bert", "modernbert", "llada", "dream", "mdlm"]
@@ -331,3 +334,157 @@ def test_bad_model_directory_gives_a_one_line_config_error(kind, message, llada_
         load_denoiser(target)
     text = str(err.value)
     assert "\n" not in text and message in text and str(target) in text
+
+
+# ----------------------------------------------------------------------------- transformers 4.x and 5.x (issue 18)
+#: what transformers 5.24 left in a Dream rotary `inv_freq` buffer when nothing initialised it (printed once from
+#: the stand-in: finite, tiny, of either sign), and NaN, which uninitialised memory can equally hold
+UNINITIALISED_INV_FREQ = {
+    "recorded": [-7.0462e-22, 4.5630e-41, -3.4537e-22, 4.5630e-41, -7.0453e-22, 4.5630e-41, -3.4537e-22, 4.5630e-41],
+    "nan": [float("nan")] * 8,
+}
+
+
+@pytest.mark.parametrize("kind", ["llada", "dream"])
+def test_stand_in_logits_equal_the_transformers_4_57_logits(kind, llada_dir, dream_dir):
+    """Same weights, same inputs: the running transformers gives exactly (fp32, max abs diff 0) the logits that
+    transformers 4.57 gave (saved by fixtures.remote_code.write_reference_logits)."""
+    from safetensors import safe_open
+
+    with safe_open(str(REFERENCE_LOGITS), "pt") as saved:
+        assert saved.metadata()["transformers"].startswith("4.57")
+        reference = saved.get_tensor(kind)
+    got = stand_in_logits(kind, llada_dir if kind == "llada" else dream_dir)
+    assert got.dtype == torch.float32 and got.shape == reference.shape
+    assert float((got - reference).abs().max()) == 0.0
+
+
+def test_compatibility_layer_changes_nothing_on_transformers_4(llada):
+    cls = type(llada.model)
+    if transformers_major() < 5:
+        assert compatible_model_class(cls.__mro__[0]) is cls
+    else:  # on 5.x the loaded class is the wrapper: post_init ran, tie_weights takes 5.x's keywords
+        assert hasattr(llada.model, "all_tied_weights_keys")
+        llada.model.tie_weights(missing_keys=set(), recompute_mapping=False)
+    assert llada.model.config.use_cache is False  # LLaDA's forward reads it when no use_cache is passed
+
+
+def test_default_rope_parameters_are_the_original_rope_frequencies():
+    class Cfg:
+        rope_theta, hidden_size, num_attention_heads = 10000.0, 64, 4
+
+    inv_freq, scaling = default_rope_parameters(Cfg())
+    expected = torch.tensor([10000.0 ** (-2 * i / 16) for i in range(8)], dtype=torch.float64)
+    assert scaling == 1.0 and inv_freq.shape == (8,)
+    torch.testing.assert_close(inv_freq.double(), expected, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("contents", sorted(UNINITIALISED_INV_FREQ))
+def test_a_dream_with_an_uninitialised_rotary_buffer_is_refused_in_one_line(contents, dream_dir, monkeypatch):
+    """The loader's rotary fix replaced by what an uninitialised buffer holds: refused, not run."""
+    from boe_eval.models import compat
+
+    def leave_uninitialised(model):
+        for module in model.modules():
+            if isinstance(getattr(module, "inv_freq", None), torch.Tensor):
+                module.inv_freq = torch.tensor(UNINITIALISED_INV_FREQ[contents], dtype=module.inv_freq.dtype)
+        return 0
+
+    monkeypatch.setattr(compat, "initialise_rotary_buffers", leave_uninitialised)
+    with pytest.raises(ConfigError) as err:
+        load_denoiser(dream_dir)
+    text = str(err.value)
+    assert "\n" not in text and "sanity check" in text and dream_dir in text
+    assert f"transformers {compat.transformers_version()}" in text and "pip install" in text
+    # (NaN frequencies do not even give NaN logits: PyTorch's CPU attention kernel turns them into finite garbage)
+    assert "rotary frequencies are not initialised" in text
+
+
+def test_without_the_rotary_fix_dream_is_refused_or_right_never_silently_wrong(dream_dir, monkeypatch):
+    """The faithful stand-in with the loader's rotary fix switched off: on transformers 4.x `__init__` computes
+    `inv_freq` and the logits are the reference; on 5.x the buffer is left uninitialised and the model must be
+    refused. Either way no garbage logits come back."""
+    from boe_eval.models import compat
+
+    monkeypatch.setattr(compat, "initialise_rotary_buffers", lambda model: 0)
+    try:
+        got = stand_in_logits("dream", dream_dir)
+    except ConfigError as err:
+        assert transformers_major() >= 5 and "sanity check" in str(err)
+        return
+    from safetensors import safe_open
+
+    with safe_open(str(REFERENCE_LOGITS), "pt") as saved:
+        assert torch.equal(got, saved.get_tensor("dream"))
+
+
+def test_remote_code_that_cannot_load_on_this_version_gives_a_one_line_error(llada_dir, dream_dir, monkeypatch):
+    """Without the compatibility layer the remote code fails inside transformers 5 (Dream: no "default" RoPE
+    init; LLaDA: no post_init attributes): a one-line ConfigError naming the version, never a traceback. On 4.x
+    the same code loads."""
+    import contextlib
+
+    from boe_eval.models import compat
+
+    monkeypatch.setattr(compat, "remote_code_compat", contextlib.nullcontext)
+    monkeypatch.setattr(compat, "compatible_model_class", lambda cls: cls)
+    for path in (llada_dir, dream_dir):
+        if transformers_major() < 5:
+            assert load_denoiser(path) is not None
+            continue
+        with pytest.raises(ConfigError) as err:
+            load_denoiser(path)
+        text = str(err.value)
+        assert "\n" not in text and path in text and f"transformers {compat.transformers_version()}" in text
+
+
+def test_sanity_check_flags_non_finite_and_batch_dependent_logits(tiny_bert):
+    class BatchDependent(Denoiser):
+        def _forward(self, input_ids, inputs_embeds, attention_mask, timestep):
+            logits = super()._forward(input_ids, inputs_embeds, attention_mask, timestep)
+            return logits + input_ids.shape[0]  # depends on who else is in the batch
+
+    class NaNLogits(Denoiser):
+        def _forward(self, input_ids, inputs_embeds, attention_mask, timestep):
+            logits = super()._forward(input_ids, inputs_embeds, attention_mask, timestep)
+            logits[:, 0] = float("nan")  # every row's first position
+            return logits
+
+    assert logit_problems(tiny_bert) == []
+    broken = BatchDependent(tiny_bert.model, tiny_bert.tokenizer, mask_id=tiny_bert.mask_id)
+    assert logit_problems(broken) == ["a row's logits change when it is run alone instead of in a batch"]
+    nan = NaNLogits(tiny_bert.model, tiny_bert.tokenizer, mask_id=tiny_bert.mask_id, name="nan-model")
+    assert logit_problems(nan) == ["12% of the logits are NaN or infinite"]  # 1 of the probe's 8 positions
+    with pytest.raises(ConfigError, match=r"^model 'nan-model' fails the load-time sanity check on transformers \S+: "
+                       r"12% of the logits are NaN or infinite\."):
+        check_denoiser(nan)
+
+
+# ----------------------------------------------------------------------------- refused before loading (issue 18)
+@pytest.mark.parametrize("name", ["remdm_cap", "remdm_rescale", "remdm_loop"])
+def test_time_conditioned_samplers_are_refused_on_llada_and_dream_before_loading(name, llada_dir, dream_dir, mdlm_dir,
+                                                                                 monkeypatch):
+    pytest.importorskip("hydra", reason="the pre-flight needs the harness (not in the small transformers-5 venv)")
+    from boe_eval.harness import evaluate
+    from boe_eval.harness.cli import CONFIG_DIR, check
+    from boe_eval.harness.schema import preflight
+    from boe_eval.models import loading
+
+    monkeypatch.setattr(loading, "load_denoiser", lambda *a, **k: pytest.fail("a model was loaded"))
+    for path in (llada_dir, dream_dir):
+        with pytest.raises(ConfigError) as err:
+            preflight([f"sampler={name}", f"model.path={path}", "limit=1"], CONFIG_DIR, check)
+        text = str(err.value)
+        assert "\n" not in text and f"sampler={name}" in text and "time-conditioned" in text and "remdm_llada" in text
+    evaluate.check_sampler_fits_model(build_sampler(name), mdlm_dir)  # MDLM is time-conditioned: accepted
+    evaluate.check_sampler_fits_model(build_sampler("remdm_llada"), llada_dir)  # LLaDA's own ReMDM: accepted
+
+
+def test_missing_llada_weights_name_the_variable_and_model_path():
+    with pytest.raises(ConfigError) as err:
+        load_denoiser("/models/LLaDA-8B-Instruct")  # the llada_8b_instruct config's default when unset
+    text = str(err.value)
+    assert "is not a directory" in text and "$LLADA_8B_INSTRUCT" in text and "model.path=<dir>" in text
+    with pytest.raises(ConfigError) as err:
+        load_denoiser("/no/such/dir")
+    assert "$" not in str(err.value) and "model.path=<dir>" in str(err.value)

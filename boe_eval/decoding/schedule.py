@@ -5,9 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-
-class ConfigError(ValueError):
-    """A bad user-facing setting; the message names the field, the value and what is allowed."""
+from boe_eval.errors import ConfigError  # re-exported: defined where importing it needs no torch
 
 
 def uniform_budgets(n_masked: Tensor, steps: int) -> Tensor:

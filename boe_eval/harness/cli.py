@@ -23,8 +23,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from boe_eval.decoding.loop import DecodeConfig  # noqa: E402
-from boe_eval.decoding.schedule import ConfigError  # noqa: E402
+from boe_eval.errors import ConfigError  # noqa: E402  (torch-free: `boe-eval --help` imports no torch)
 from boe_eval.harness.provenance import REPO_ROOT  # noqa: E402
 
 CONFIG_DIR = Path(os.environ.get("BOE_EVAL_CONFIGS", REPO_ROOT / "configs"))
@@ -48,7 +47,8 @@ def _required(cfg: DictConfig, key: str, group: str) -> Any:
 
 def build_specs(cfg: DictConfig) -> list[tuple[Any, Any]]:
     """Validate the composed config and return [(CellSpec, Sampler)] without loading any model."""
-    from boe_eval.harness.evaluate import CellSpec, check_task
+    from boe_eval.decoding.loop import DecodeConfig
+    from boe_eval.harness.evaluate import CellSpec, check_sampler_fits_model, check_task
     from boe_eval.harness.schema import check_model_dir, check_task_data, validate_job
     from boe_eval.samplers.base import build_sampler
 
@@ -81,6 +81,7 @@ def build_specs(cfg: DictConfig) -> list[tuple[Any, Any]]:
     label = None if members else sampler_label(str(entries[0][0]))
     for name, sampler_params in entries:
         sampler = build_sampler(name, **sampler_params)
+        check_sampler_fits_model(sampler, model_path)  # e.g. ReMDM sigma-schedules on LLaDA: before loading
         spec = CellSpec(
             model_name=model_label(cfg, model_path),
             model_path=model_path,
@@ -225,14 +226,15 @@ def check(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    from boe_eval.harness.schema import preflight
+    if not {"--help", "-h", "--hydra-help"} & set(sys.argv[1:]):  # help needs neither pre-flight nor torch
+        from boe_eval.harness.schema import preflight
 
-    # every job of the command line (each cell of a -m grid) is validated before Hydra runs any
-    try:
-        preflight(sys.argv[1:], CONFIG_DIR, check)
-    except ConfigError as err:
-        print(f"boe-eval: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        # every job of the command line (each cell of a -m grid) is validated before Hydra runs any
+        try:
+            preflight(sys.argv[1:], CONFIG_DIR, check)
+        except ConfigError as err:
+            print(f"boe-eval: error: {err}", file=sys.stderr)
+            sys.exit(2)
     _hydra_entry()
 
 

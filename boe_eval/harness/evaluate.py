@@ -76,11 +76,33 @@ class CellSpec:
         }
 
 
+class _DropMetadataHint(logging.Filter):
+    """lm-eval logs, at every load of a task with a `custom_dataset` (all the built-in tiny tasks), a hint
+    that custom kwargs can be passed with its CLI's `--metadata`: advice for lm-eval's own CLI that boe-eval
+    users cannot act on, printed twice per run (pre-flight and job)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "can be passed to `--metadata`" not in record.getMessage()
+
+
 @functools.lru_cache(maxsize=8)
-def task_manager(include_paths: tuple[str, ...]):
+def task_manager(include_paths: tuple[str, ...], include_defaults: bool = False):
+    """lm-eval's TaskManager over the project's tasks (and `include_paths`); with `include_defaults`, over
+    lm-eval's own ~14,700 task YAMLs too, which takes tens of seconds to index: see `task_manager_for`."""
     from lm_eval.tasks import TaskManager
 
-    return TaskManager(include_path=[str(TASKS_DIR), *include_paths])
+    task_logger = logging.getLogger("lm_eval.api.task")
+    if not any(isinstance(f, _DropMetadataHint) for f in task_logger.filters):
+        task_logger.addFilter(_DropMetadataHint())
+    return TaskManager(include_path=[str(TASKS_DIR), *include_paths], include_defaults=include_defaults)
+
+
+def task_manager_for(name: str, include_paths: tuple[str, ...] = ()):
+    """The TaskManager that knows `name`: the project's index, else (only then) the one with lm-eval's own tasks."""
+    manager = task_manager(include_paths)
+    if name in manager.all_tasks:
+        return manager
+    return task_manager(include_paths, include_defaults=True)
 
 
 def project_tasks(include_paths: tuple[str, ...] = ()) -> list[str]:
@@ -95,10 +117,33 @@ def project_tasks(include_paths: tuple[str, ...] = ()) -> list[str]:
 
 
 def check_task(name: str, include_paths: tuple[str, ...] = ()) -> None:
-    """Fail early, before any model is loaded, when lm-eval does not know the task."""
-    if name not in task_manager(include_paths).all_tasks:
+    """Fail early, before any model is loaded, when lm-eval does not know the task (lm-eval's own tasks are
+    indexed only for a name that the project's tasks do not define)."""
+    if name not in task_manager_for(name, include_paths).all_tasks:
         raise ConfigError(
             f"task {name!r} is unknown to lm-eval: the project's tasks are {', '.join(project_tasks(include_paths))}"
+        )
+
+
+#: model types (config.json, lower case) whose denoiser takes the diffusion time (boe_eval.models.mdlm)
+TIME_CONDITIONED_MODEL_TYPES = frozenset({"mdlm"})
+
+
+def check_sampler_fits_model(sampler: Sampler, model_path: str) -> None:
+    """Before loading: a sampler that needs a time-conditioned denoiser (the ReMDM sigma-schedules
+    remdm_cap, remdm_rescale, remdm_loop) on a model that is not one (LLaDA, Dream, masked LMs) is refused
+    in one line, instead of failing at its first step after the model has loaded."""
+    from boe_eval.models.loading import read_config
+    from boe_eval.samplers.remdm import RemdmScheduleSampler
+
+    if not isinstance(sampler, RemdmScheduleSampler):
+        return
+    model_type = str(read_config(model_path).get("model_type", "")).lower()
+    if model_type not in TIME_CONDITIONED_MODEL_TYPES:
+        raise ConfigError(
+            f"sampler={sampler.name} needs a time-conditioned (MDLM-style) denoiser and model.path={model_path} is "
+            f"a {model_type or 'masked LM'!r} model, which is not: use sampler=remdm_llada (ReMDM for LLaDA-style "
+            "models) or an MDLM checkpoint"
         )
 
 
@@ -124,7 +169,7 @@ def _simple_evaluate(lm: BoeLM, spec: CellSpec):
     return lm_eval.simple_evaluate(
         model=lm,
         tasks=[spec.lm_eval_task],
-        task_manager=task_manager(tuple(spec.include_paths)),
+        task_manager=task_manager_for(spec.lm_eval_task, tuple(spec.include_paths)),
         limit=spec.limit,
         log_samples=True,
         random_seed=spec.seed,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import functools
+import logging
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -68,12 +69,12 @@ def _coerce(value: Any) -> Any:
 
 
 def resolve_device(device: str | None) -> str:
-    """lm-eval's CLI passes `device=cuda` by default: use the GPU when there is one, else the CPU
-    (with a warning when a GPU was asked for explicitly and is absent)."""
+    """lm-eval's CLI passes `device=cuda:0` by default, asked for or not: use the GPU when there is one, else
+    the CPU (said at INFO level only: on a CPU machine that fallback is the expected case, not a problem)."""
     if device is None:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if str(device).startswith("cuda") and not torch.cuda.is_available():
-        warnings.warn(f"device={device!r} requested but CUDA is not available: running on the CPU", stacklevel=2)
+        logging.getLogger(__name__).info("device=%r: CUDA is not available, running on the CPU", device)
         return "cpu"
     return str(device)
 

@@ -8,8 +8,6 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-import torch
-
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -38,6 +36,8 @@ def _version(package: str) -> str:
 
 def accelerator_name() -> str:
     """The GPU model (kernels differ between GPU types and change greedy results, docs/references.md §11.6), or `cpu`."""
+    import torch
+
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(torch.cuda.current_device())
     return "cpu"
@@ -47,6 +47,8 @@ def accelerator_name() -> str:
 def provenance() -> dict:
     """Software and hardware of this process (dtype and device of the model are added to rows by
     `Denoiser.describe()`)."""
+    import torch
+
     return {
         "boe_eval_version": _version("boe-eval"),
         "torch_version": torch.__version__,
@@ -63,6 +65,8 @@ def provenance() -> dict:
 
 def runtime_facts() -> dict:
     """Facts that may change within a process (thread count, deterministic-algorithms flag)."""
+    import torch
+
     return {
         "torch_threads": torch.get_num_threads(),
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),

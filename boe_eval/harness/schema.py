@@ -284,10 +284,10 @@ def check_model_dir(path: str) -> None:
 def check_task_data(name: str, include_paths: tuple[str, ...] = (), primary_metric: str | None = None) -> None:
     """Build the lm-eval task, which reads its data: a missing or unreadable data file fails here,
     before the model loads; so does a `primary_metric` that the task does not report."""
-    from boe_eval.harness.evaluate import task_manager
+    from boe_eval.harness.evaluate import task_manager_for
 
     try:
-        loaded = task_manager(include_paths).load([name])
+        loaded = task_manager_for(name, include_paths).load([name])
     except ConfigError:
         raise
     except Exception as err:  # datasets / lm-eval raise many types for missing or unreadable data

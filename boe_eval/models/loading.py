@@ -8,6 +8,7 @@ models). Architecture wrappers register themselves in `LOADERS` keyed by `config
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -56,11 +57,30 @@ def resolve_model_path(path: str | Path) -> Path:
     return Path(text).expanduser()
 
 
+#: the model configs, whose `path: ${oc.env:VARIABLE,default}` names where a checkpoint is looked for
+MODEL_CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "model"
+
+
+def path_variable(path: str | Path) -> str | None:
+    """The environment variable a model config reads `path` from when unset (`$LLADA_8B_INSTRUCT` for
+    /models/LLaDA-8B-Instruct), or None."""
+    pattern = re.compile(r"\$\{oc\.env:(\w+),([^}]*)\}")
+    for config in sorted(MODEL_CONFIG_DIR.glob("*.yaml")):
+        for variable, default in pattern.findall(config.read_text()):
+            if default.strip() == str(path):
+                return variable
+    return None
+
+
 def read_config(path: str | Path) -> dict:
     """The model directory's config.json, with a one-line error when it is missing or corrupt."""
     path = resolve_model_path(path)
     if not path.is_dir():
-        raise ConfigError(f"model path {str(path)!r} is not a directory: give a local model directory")
+        variable = path_variable(path)
+        where = f"set ${variable} to the checkpoint's directory or " if variable else ""
+        raise ConfigError(
+            f"model path {str(path)!r} is not a directory: give a local model directory ({where}pass model.path=<dir>)"
+        )
     cfg = path / "config.json"
     if not cfg.is_file():
         raise ConfigError(f"model path {str(path)!r} has no config.json: not a Hugging Face model directory")
@@ -96,13 +116,43 @@ def load_remote_code_model(
     path: str | Path, dtype: torch.dtype, device: str, auto_classes: tuple[str, ...] = ("AutoModel",)
 ):
     """A model whose code ships in its directory (`auto_map` in config.json), loaded with
-    `trust_remote_code=True` through the first of `auto_classes` that its `auto_map` names."""
-    import transformers
+    `trust_remote_code=True` through the first of `auto_classes` that its `auto_map` names.
 
-    auto_map = read_config(path).get("auto_map") or {}
-    names = [name for name in auto_classes if name in auto_map] or [auto_classes[0]]
-    auto_class = getattr(transformers, names[0])
-    model = auto_class.from_pretrained(str(path), dtype=dtype, trust_remote_code=True)
+    The remote code was written for transformers 4.x: the compatibility layer (boe_eval.models.compat) makes
+    it load on the running version without touching the directory; a failure inside the remote code becomes
+    a one-line ConfigError naming the model, the transformers version and what to do."""
+    import transformers
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    from boe_eval.models.compat import (
+        compatible_model_class,
+        initialise_rotary_buffers,
+        remote_code_compat,
+        restore_config_fields,
+        transformers_version,
+    )
+
+    saved = read_config(path)
+    auto_map = saved.get("auto_map") or {}
+    names = [name for name in auto_classes if name in auto_map]
+    try:
+        with remote_code_compat():
+            if names:
+                config = transformers.AutoConfig.from_pretrained(str(path), trust_remote_code=True)
+                restore_config_fields(config, saved)
+                model_class = compatible_model_class(get_class_from_dynamic_module(auto_map[names[0]], str(path)))
+                model = model_class.from_pretrained(str(path), config=config, dtype=dtype)
+            else:
+                auto_class = getattr(transformers, auto_classes[0])
+                model = auto_class.from_pretrained(str(path), dtype=dtype, trust_remote_code=True)
+    except (AttributeError, KeyError, TypeError, NotImplementedError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ConfigError(
+            f"the remote code of the model in {str(path)!r} does not load on transformers {transformers_version()} "
+            f"({type(err).__name__}: {first}): install a version it supports "
+            "(pip install 'transformers>=4.56,<5') or report the model to boe-eval"
+        ) from err
+    initialise_rotary_buffers(model)
     return model.to(device).eval()
 
 
@@ -114,11 +164,14 @@ def load_tokenizer(path: str | Path):
 
 
 def load_denoiser(path: str | Path, dtype: str | torch.dtype = "float32", device: str = "cpu") -> Denoiser:
-    """Load the denoiser stored in the local directory `path`; `honours_padding_mask` is measured by a
-    probe (boe_eval.models.padding_probe), whatever the architecture claims."""
+    """Load the denoiser stored in the local directory `path`. Its output must pass the load-time sanity check
+    (boe_eval.models.sanity: finite logits that do not change under a no-op) or a one-line ConfigError is
+    raised; `honours_padding_mask` is measured by a probe (boe_eval.models.padding_probe), whatever the
+    architecture claims."""
     from safetensors import SafetensorError
 
     from boe_eval.models.padding_probe import honours_padding_mask
+    from boe_eval.models.sanity import check_denoiser
 
     path = resolve_model_path(path)
     config = read_config(path)
@@ -132,5 +185,6 @@ def load_denoiser(path: str | Path, dtype: str | torch.dtype = "float32", device
             raise
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"could not load the model in {str(path)!r}: {first}") from err
+    check_denoiser(denoiser)
     denoiser.honours_padding_mask = honours_padding_mask(denoiser)
     return denoiser

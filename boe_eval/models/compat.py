@@ -1,0 +1,142 @@
+"""Load remote-code models (LLaDA, Dream) on the running transformers, 4.56+ and 5.x, without editing the model
+directory.
+
+LLaDA's and Dream's hub code was written against transformers 4.x. On 5.x (checked on 5.24) it breaks in four places, each fixed
+here at load time, and only where the running version needs it:
+
+- `ROPE_INIT_FUNCTIONS["default"]` is gone (Dream's rotary module looks it up in `__init__`: `KeyError`): while a
+  remote-code model is built, the table gets the original RoPE frequencies θ_i = base^(-2i/d) (Su et al. 2021,
+  eq. 15; transformers 4.x's `_compute_default_rope_parameters`) under "default" again;
+- `PretrainedConfig` drops `use_cache`, which LLaDA's `forward` reads: put back from config.json;
+- `from_pretrained` expects the attributes `post_init()` sets (`all_tied_weights_keys`, ...) and calls
+  `tie_weights(missing_keys=..., recompute_mapping=...)`; LLaDA's `__init__` never calls `post_init()` and its
+  `tie_weights()` takes no arguments: the model class is wrapped in a subclass that does both;
+- the model is built on the meta device and non-persistent buffers are materialised *uninitialised* unless the
+  model's own `_init_weights` fills them; Dream's does not, so its rotary `inv_freq` is garbage (silently wrong
+  or NaN logits): every rotary module that carries its own `rope_init_fn` gets `inv_freq` recomputed.
+
+(Dream's config calls `rope_config_validation(self)` before `PretrainedConfig.__init__`; 5.24 accepts that, with
+a FutureWarning, also with a legacy `rope_scaling` dict, so nothing is changed there.) What cannot be fixed is
+caught by the load-time sanity check (`boe_eval.models.sanity`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+
+def transformers_version() -> str:
+    import transformers
+
+    return transformers.__version__
+
+
+def transformers_major() -> int:
+    return int(transformers_version().split(".")[0])
+
+
+def default_rope_parameters(config, device=None, seq_len: int | None = None, **rope_kwargs) -> tuple[torch.Tensor, float]:
+    """The original RoPE inverse frequencies base^(-2i/d), i < d/2 (Su et al. 2021, eq. 15), and attention factor 1,
+    computed exactly as transformers 4.x's `_compute_default_rope_parameters` (so logits match 4.x bit for bit)."""
+    base = rope_kwargs.get("base") or getattr(config, "rope_theta", None)
+    if base is None:
+        base = (getattr(config, "rope_parameters", None) or {}).get("rope_theta", 10000.0)
+    partial_rotary_factor = getattr(config, "partial_rotary_factor", None) or 1.0
+    head_dim = rope_kwargs.get("dim") or getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    dim = int(head_dim * partial_rotary_factor)
+    exponents = torch.arange(0, dim, 2, dtype=torch.int64).to(device=device, dtype=torch.float) / dim
+    return 1.0 / (base**exponents), 1.0
+
+
+@contextlib.contextmanager
+def remote_code_compat() -> Iterator[None]:
+    """While a remote-code config or model is built: the 4.x "default" RoPE init in `ROPE_INIT_FUNCTIONS`,
+    removed again on exit; on transformers 4.x nothing changes (the table already has "default")."""
+    from transformers import modeling_rope_utils as rope_utils
+
+    added_default = "default" not in rope_utils.ROPE_INIT_FUNCTIONS
+    if added_default:
+        rope_utils.ROPE_INIT_FUNCTIONS["default"] = default_rope_parameters
+    try:
+        yield
+    finally:
+        if added_default:
+            rope_utils.ROPE_INIT_FUNCTIONS.pop("default", None)
+
+
+def _tie_weights_takes_arguments(method) -> bool:
+    parameters = inspect.signature(method).parameters.values()
+    return any(p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) for p in parameters) or len(parameters) > 1
+
+
+def compatible_model_class(cls: type) -> type:
+    """`cls` itself on transformers 4.x; on 5.x a subclass of the same name whose `__init__` ends with the
+    `post_init()` that 5.x's `from_pretrained` relies on (when the remote code's does not call it) and whose
+    `tie_weights` accepts 5.x's keyword arguments (the remote code's takes none)."""
+    if transformers_major() < 5:
+        return cls
+    namespace: dict = {"__module__": cls.__module__, "__qualname__": cls.__qualname__, "__doc__": cls.__doc__}
+
+    def __init__(self, config, *args, **kwargs):
+        cls.__init__(self, config, *args, **kwargs)
+        if not hasattr(self, "all_tied_weights_keys"):
+            self.post_init()
+
+    namespace["__init__"] = __init__
+    if not _tie_weights_takes_arguments(cls.tie_weights):
+
+        def tie_weights(self, *args, **kwargs):
+            return cls.tie_weights(self)
+
+        namespace["tie_weights"] = tie_weights
+    return type(cls.__name__, (cls,), namespace)
+
+
+def restore_config_fields(config, saved: dict) -> None:
+    """Put back `use_cache`, which 5.x's `PretrainedConfig.__init__` no longer keeps as an attribute while
+    LLaDA's `forward` reads `config.use_cache` whenever the caller passes no `use_cache` (value from config.json,
+    else False: a diffusion model keeps no cache)."""
+    try:
+        getattr(config, "use_cache")
+    except AttributeError:
+        config.use_cache = bool(saved.get("use_cache", False))
+
+
+@torch.no_grad()
+def initialise_rotary_buffers(model: nn.Module) -> int:
+    """Recompute `inv_freq` of every rotary module that carries its own `rope_init_fn` and `config` (the 4.x
+    Llama-style rotary module that Dream copied), where it differs from what that function gives; returns how
+    many were rewritten. A correct buffer is left untouched, so on 4.x this changes nothing."""
+    rewritten = 0
+    for module in model.modules():
+        init_fn, config = getattr(module, "rope_init_fn", None), getattr(module, "config", None)
+        buffer = getattr(module, "inv_freq", None)
+        if init_fn is None or config is None or not isinstance(buffer, torch.Tensor):
+            continue
+        inv_freq, scaling = init_fn(config, buffer.device, **getattr(module, "rope_kwargs", {}))
+        inv_freq = inv_freq.to(device=buffer.device, dtype=buffer.dtype)
+        if buffer.shape == inv_freq.shape and torch.equal(buffer, inv_freq):
+            continue
+        module.register_buffer("inv_freq", inv_freq, persistent=False)
+        if hasattr(module, "original_inv_freq"):
+            module.original_inv_freq = module.inv_freq
+        if hasattr(module, "attention_scaling"):
+            module.attention_scaling = scaling
+        rewritten += 1
+    return rewritten
+
+
+__all__ = [
+    "compatible_model_class",
+    "default_rope_parameters",
+    "initialise_rotary_buffers",
+    "remote_code_compat",
+    "restore_config_fields",
+    "transformers_major",
+    "transformers_version",
+]

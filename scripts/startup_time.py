@@ -1,0 +1,80 @@
+"""Time from `boe-eval <args>` (default: `sampler=confidence limit=1`) to its first decoding forward, split.
+
+Runs the real command in this process and times its pieces by wrapping them (nothing else changes):
+
+  imports     importing the CLI and what the job imports before its first forward (torch, transformers and
+              its lazily imported auto classes, lm-eval, the models), done up front so that the other
+              phases hold no import time
+  task index  every construction of lm-eval's TaskManager (it indexes task YAMLs), pre-flight and job
+  model load  `load_denoiser` (from_pretrained, the sanity check and the padding probe)
+  config      the rest before the job's first metered forward: Hydra composition, pre-flight validation,
+              lm-eval building the task and its requests
+
+and prints one JSON line; the process exits at the first forward. Each phase is a wall-clock sum over the
+calls, so on a loaded machine compare runs made side by side.
+
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/startup_time.py [boe-eval overrides ...]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+START = time.perf_counter()
+PHASES = {"imports": 0.0, "task index": 0.0, "model load": 0.0}
+COUNTS = {"task index": 0, "model load": 0}
+
+
+def _timed(phase: str, function):
+    def wrapper(*args, **kwargs):
+        begin = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            PHASES[phase] += time.perf_counter() - begin
+            COUNTS[phase] += 1
+
+    return wrapper
+
+
+def _report_and_exit(*args, **kwargs) -> None:
+    total = time.perf_counter() - START
+    phases = {name: round(seconds, 2) for name, seconds in PHASES.items()}
+    phases["config"] = round(total - sum(PHASES.values()), 2)
+    print(json.dumps({"boe_eval": os.path.dirname(cli.__file__), "command": "boe-eval " + " ".join(ARGS), "to_first_forward_s": round(total, 2),
+                      **{f"{k}_s": v for k, v in phases.items()},
+                      "task_manager_builds": COUNTS["task index"]}), flush=True)
+    os._exit(0)
+
+
+ARGS = sys.argv[1:] or ["sampler=confidence", "limit=1"]
+
+# --- imports
+import boe_eval.harness.cli as cli  # noqa: E402
+import lm_eval  # noqa: E402,F401
+import lm_eval.tasks  # noqa: E402
+import torch  # noqa: E402,F401
+import transformers  # noqa: E402,F401
+from transformers import AutoModelForMaskedLM, AutoTokenizer  # noqa: E402,F401  (lazy: ~10 s, scikit-learn)
+
+import boe_eval.decoding.meter as meter  # noqa: E402
+import boe_eval.harness.evaluate  # noqa: E402,F401
+import boe_eval.models.loading as loading  # noqa: E402
+
+PHASES["imports"] = time.perf_counter() - START
+
+# --- wrap the phases
+from lm_eval.tasks import manager as task_manager_module  # noqa: E402
+
+_original_init = task_manager_module.TaskManager.__init__
+task_manager_module.TaskManager.__init__ = _timed("task index", _original_init)
+loading.load_denoiser = _timed("model load", loading.load_denoiser)
+meter.MeteredDenoiser.forward = _report_and_exit
+
+sys.argv = ["boe-eval", *ARGS, "plot=false", f"output_dir={os.environ.get('TMPDIR', '/tmp')}/startup_time_{os.getpid()}"]
+cli.main()
+print("the job ended without a forward", file=sys.stderr)
+sys.exit(1)
