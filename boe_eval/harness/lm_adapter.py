@@ -25,7 +25,6 @@ import dataclasses
 import functools
 import logging
 import sys
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
