@@ -456,3 +456,21 @@ def test_table5_sweep_lists_the_ablation_variants_at_one_token_per_step(tiny_ber
     assert changed == {"boe_full": {}, "boe_no_gating": {"gating": False},
                        "boe_no_anti_collapse": {"anti_collapse": False}, "boe_no_aqa": {"aqa": False},
                        "boe_rho0.10": {"rho": 0.10}, "boe_rho0.25": {}, "boe_rho0.50": {"rho": 0.50}}
+
+
+def test_default_output_folders_do_not_depend_on_the_working_directory(tmp_path, monkeypatch):
+    """Config defaults are anchored at the project folder (`${boe_root:}`): a sweep's rows go to
+    <project>/results/<sweep> and a job's Hydra run folder to <project>/outputs/..., wherever
+    `boe-eval` is started; an explicit relative `output_dir=` is resolved against the working directory."""
+    from omegaconf import OmegaConf
+
+    from boe_eval.harness.results import check_output_dir
+
+    monkeypatch.chdir(tmp_path)
+    cfg = compose(["sweep=tiny_sudoku_nfe"])
+    assert cfg.output_dir == str(REPO / "results" / "tiny_sudoku_nfe")
+    raw = yaml.safe_load((REPO / "configs" / "config.yaml").read_text())
+    assert raw["hydra"]["run"]["dir"].startswith("${boe_root:}/outputs/")
+    assert raw["hydra"]["sweep"]["dir"].startswith("${boe_root:}/multirun/")
+    assert OmegaConf.create({"d": "${boe_root:}"}).d == str(REPO)
+    assert check_output_dir("mine") == tmp_path / "mine"

@@ -114,6 +114,11 @@ def _same(a, b) -> bool:
     return bool(a == b)
 
 
+def _plain(value):
+    """A numpy scalar as the Python value it holds (so messages read `500`, not `np.int64(500)`)."""
+    return value.item() if hasattr(value, "item") else value
+
+
 def _where(cid) -> str:
     return f"{ROWS_DIR}/{cid}.jsonl" if isinstance(cid, str) else "a planned cell"
 
@@ -137,13 +142,13 @@ def check_pooling(cells: pd.DataFrame) -> None:
                 if not _same(first[col], other[col]):
                     raise PoolingError(
                         f"cells {_where(first.get('cell_id'))} and {_where(other.get('cell_id'))} ({what}) differ in "
-                        f"{col}: {first[col]!r} vs {other[col]!r}: results of different runs never pool; "
+                        f"{col}: {_plain(first[col])!r} vs {_plain(other[col])!r}: results of different runs never pool; "
                         "keep each run in its own output folder")
         if "seed" in group and group["seed"].duplicated().any():
             seed = group.loc[group["seed"].duplicated(), "seed"].iloc[0]
             twins = group[group["seed"] == seed]["cell_id"].tolist() if "cell_id" in group else []
             raise PoolingError(
-                f"cells {' and '.join(_where(c) for c in twins[:2])} ({what}) are two runs with seed {seed} that "
+                f"cells {' and '.join(_where(c) for c in twins[:2])} ({what}) are two runs with seed {_plain(seed)} that "
                 "differ in a setting outside the operating point: results of different runs never pool; "
                 "keep each run in its own output folder")
 

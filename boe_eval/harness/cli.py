@@ -52,7 +52,7 @@ def _required(cfg: DictConfig, key: str, group: str) -> Any:
 def build_specs(cfg: DictConfig) -> list[tuple[Any, Any]]:
     """Validate the composed config and return [(CellSpec, Sampler)] without loading any model."""
     from boe_eval.harness.evaluate import CellSpec, check_task
-    from boe_eval.harness.schema import check_model_dir, check_task_data, validate_job
+    from boe_eval.harness.schema import check_model_dir, check_task_data, check_task_yaml, validate_job
     from boe_eval.samplers.base import build_sampler
 
     validate_job(cfg)  # types and ranges of every field (issue 8 schema)
@@ -68,7 +68,11 @@ def build_specs(cfg: DictConfig) -> list[tuple[Any, Any]]:
     task_name = str(_required(cfg, "task.name", "task"))
     lm_task = str(_required(cfg, "task.lm_eval_task", "task"))
     include = tuple(str(p) for p in (OmegaConf.select(cfg, "task.include_paths", default=None) or []))
-    check_task(lm_task, include)
+    try:
+        check_task(lm_task, include)
+    except ConfigError:
+        check_task_yaml(lm_task, include)  # a malformed task YAML, not an unknown task
+        raise
     # missing data files, unreported primary metric: one-line error before loading the model
     check_task_data(lm_task, include, str(_required(cfg, "task.primary_metric", "task")))
     members = OmegaConf.select(cfg, "sampler.members", default=None)
@@ -152,6 +156,7 @@ def run_job(cfg: DictConfig) -> Path:
     from boe_eval.harness.distributed import data_parallel
     from boe_eval.harness.evaluate import evaluate_cell
     from boe_eval.analysis.load import PoolingError, check_store_accepts, planned_summary
+    from boe_eval.harness.schema import check_device_available
     from boe_eval.harness.results import (
         cell_id,
         cell_path,
@@ -167,12 +172,14 @@ def run_job(cfg: DictConfig) -> Path:
     threads = cfg.get("threads")
     if threads:
         torch.set_num_threads(int(threads))
-    specs = build_specs(cfg)
     results_dir = check_output_dir(cfg.output_dir)
     # data parallel (`accelerate launch`): every rank decodes its share, rank 0 alone writes rows
     dp = data_parallel()
     if dp.is_main:
         ensure_results_dir(results_dir)  # read-only folder, a file in the way: one line, no model load
+    specs = build_specs(cfg)
+    check_device_available(specs[0][0].device)  # model.device=cuda without a GPU: one line, no fallback
+    if dp.is_main:
         print(f"[boe-eval] output_dir: {results_dir}")
         try:
             check_store_accepts(results_dir, [planned_summary(spec, cell_id(spec.identity())) for spec, _ in specs])
@@ -250,17 +257,18 @@ def check(cfg: DictConfig) -> None:
     """Validate one composed job without loading a model (a sweep: every one of its cells)."""
     from boe_eval.harness.results import check_output_dir
 
+    try:  # the default (Hydra's run folder) is only known once Hydra runs the job
+        output_dir = OmegaConf.select(cfg, "output_dir", throw_on_resolution_failure=True)
+    except Exception:  # noqa: BLE001  (${hydra:...} outside a Hydra run)
+        output_dir = None
+    else:
+        check_output_dir(output_dir)  # '' or a file in the way: one line before anything runs
     if OmegaConf.select(cfg, "sweep", default=None) is not None:
         from boe_eval.harness.sweep import plan_sweep
 
         plan_sweep(cfg, seconds_per_forward=1.0)  # (a wall-time sweep's real calibration comes later)
     else:
         build_specs(cfg)
-    try:  # the default (Hydra's run folder) is only known once Hydra runs the job
-        output_dir = OmegaConf.select(cfg, "output_dir", throw_on_resolution_failure=True)
-    except Exception:  # noqa: BLE001  (${hydra:...} outside a Hydra run)
-        return
-    check_output_dir(output_dir)  # '' or a file in the way: one line before anything runs
 
 
 def main() -> None:

@@ -453,14 +453,17 @@ def run_sweep(cfg: DictConfig) -> Path:
     from boe_eval.harness.distributed import data_parallel
     from boe_eval.harness.evaluate import evaluate_cell
     from boe_eval.harness.results import cell_id, check_output_dir, claim_cell, ensure_results_dir, write_cell
+    from boe_eval.harness.schema import check_device_available
     from boe_eval.models.loading import load_denoiser
 
     threads = cfg.get("threads")
     if threads:
         torch.set_num_threads(int(threads))
-    sweep = read_sweep(cfg)
     results_dir = check_output_dir(cfg.output_dir)
     dp = data_parallel()
+    if dp.is_main:
+        ensure_results_dir(results_dir)  # a read-only folder or a file in the way: one line, no model load
+    sweep = read_sweep(cfg)
     denoiser = None
 
     def load():
@@ -470,13 +473,13 @@ def run_sweep(cfg: DictConfig) -> Path:
                                      device=dp.place(str(cfg.model.get("device", "cpu"))))
         return denoiser
 
-    if dp.is_main:
-        ensure_results_dir(results_dir)  # a read-only folder or a file in the way: one line, no model load
     seconds_per_forward = None
     if sweep.budget_axis == "wall_time":
+        check_device_available(str(cfg.model.get("device", "cpu")))  # (calibration loads the model)
         plan_sweep(cfg, seconds_per_forward=1.0)  # bad input fails before the model is loaded
         seconds_per_forward = dp.broadcast_object(load_or_calibrate(results_dir, cfg, load) if dp.is_main else None)
     cells = plan_sweep(cfg, seconds_per_forward)
+    check_device_available(str(cfg.model.get("device", "cpu")))  # cuda without a GPU: one line, no fallback
     if dp.is_main:
         print(f"[boe-eval sweep] output_dir: {results_dir}")
         _check_store(results_dir, cells)
