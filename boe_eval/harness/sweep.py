@@ -2,8 +2,10 @@
 
 A sweep (`configs/sweep/<name>.yaml`, under the `sweep:` key) names samplers and compute budgets on
 one budget axis; the model and task come from the composed config. Every (model, sampler, budget,
-task, seed) is one cell of the results store (`boe_eval.harness.results`): written atomically and
-skipped on rerun, so a sweep killed at any point and restarted ends with the same rows.
+task, seed) is one cell of the results store (`boe_eval.harness.results`): written atomically with a
+completion record, skipped on rerun only if its file verifies (a damaged one is recomputed) and
+claimed under a per-cell lock, so a sweep killed at any point and restarted ends with the same rows
+and two sweeps into one folder never compute a cell twice.
 
 Each sampler's own knob follows from the budget through its `KnobRule` (the compute of one decoding
 step): steps = budget for greedy samplers and PC-Sampler, budget / 2 for BoE and ReMDM-LLaDA under
