@@ -97,8 +97,9 @@ def ensure_results_dir(results_dir: str | Path) -> Path:
 
 
 def check_output_dir(value: Any) -> Path:
-    """The checks of an `output_dir` setting that create nothing: set, not empty, no file in the way.
-    Returns it as an absolute path (a relative one is resolved against the working directory)."""
+    """The checks of an `output_dir` setting that leave nothing behind: set, not empty, no file in the
+    way, and the folder (or its nearest existing parent) takes a new file. Returns it as an absolute
+    path (a relative one is resolved against the working directory)."""
     if value is None or not str(value).strip():
         raise StoreError(f"output_dir={value!r} is invalid: it must name a folder (a relative path is resolved "
                          "against the working directory)")
@@ -111,6 +112,12 @@ def check_output_dir(value: Any) -> Path:
         if exists:
             if not parent.is_dir():
                 raise StoreError(f"output_dir={str(value)!r} is invalid: {str(parent)!r} is a file, not a folder")
+            try:  # can we create files there? (mode bits do not tell for root: a read-only mount, chattr +i)
+                fd, probe = tempfile.mkstemp(prefix=".boe-write-probe.", dir=parent)
+                os.close(fd)
+                os.unlink(probe)
+            except OSError as err:
+                raise StoreError(describe_os_error(err, parent)) from None
             break
     return folder
 
