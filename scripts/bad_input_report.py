@@ -192,7 +192,7 @@ def cases(paths: dict[str, str]) -> list[tuple[str, list[str]]]:
         ("model directory without tokenizer.json", [f"model.path={paths['no_tokenizer']}"]),
         ("malformed task YAML", ["task.lm_eval_task=toy_broken", f"task.include_paths=[{paths['bad_yaml_tasks']}]"]),
         ("non-ASCII value (unquoted)", ["sampler=c\u00f6nfidence"]),
-        ("non-ASCII value (quoted)", ["sampler.name='c\u00f6nfidence'"]),
+        ("non-ASCII value (quoted)", ["sampler=confidence", "sampler.name='c\u00f6nfidence'"]),
     ]
     if (REPO / "configs" / "sampler" / "boe.yaml").is_file():
         out += [(f"BoE rho = {rho}", ["sampler=boe", f"sampler.params.rho={rho}"]) for rho in ("0", "1.5", "-0.25", "abc")]
