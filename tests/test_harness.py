@@ -389,3 +389,33 @@ def test_report_refuses_to_pool_cells_of_different_limits_or_code(tmp_path):
         second = cell(folder, **change)
         with pytest.raises(PoolingError, match=rf"rows/(?:{first}|{second}).jsonl.* differ in {name}: "):
             load_results(folder)
+
+
+def test_boe_report_on_a_damaged_cell_warns_in_one_line_and_reports_the_others(tmp_path, capsys):
+    from boe_eval.analysis import report
+
+    common = {"model": "m", "model_path": "/m", "task": "t", "lm_eval_task": "t", "primary_metric": "exact_match",
+              "gen_length": 8, "block_length": 8, "temperature": 0.0, "early_stop": False, "sampler": "confidence",
+              "variant": "confidence", "dtype": "float32", "seed": 1, "limit": 2, "nfe": 8.0, "budget_axis": "nfe"}
+    cids = []
+    for budget in (4, 8):
+        fields = {**common, "steps": budget, "budget": budget}
+        cid = cell_id(fields)
+        rows = [{"row_type": "example", **fields, "cell_id": cid, "doc_id": i, "score": 1.0} for i in range(2)]
+        rows.append({"row_type": "summary", **fields, "cell_id": cid, "n_examples": 2, "score": 1.0,
+                     "forwards": 8.0, "backwards": 0.0, "forward_equivalents": 8.0, "wall_time_s": 1.0,
+                     "sweep.placement": "budget", "sweep.knob": "steps", "sweep.knob_value": budget})
+        write_cell(tmp_path, cid, rows)
+        cids.append(cid)
+    damaged = tmp_path / "rows" / f"{cids[0]}.jsonl"
+    damaged.write_bytes(damaged.read_bytes()[:-30])  # cut mid-line
+    assert report.main([str(tmp_path), "--no-plot"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"boe-report: warning: damaged result file {str(damaged)!r} (truncated mid-line (no final "
+                   "newline)): skipped (a rerun of its sweep recomputes it)"]
+    assert len(__import__("pandas").read_csv(tmp_path / "points.csv")) == 1
+    damaged.write_bytes(b"")
+    (tmp_path / "rows" / f"{cids[1]}.jsonl").write_bytes(b"")
+    assert report.main([str(tmp_path), "--no-plot"]) == 2  # nothing left to report: one error line
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"boe-report: error: results folder {str(tmp_path)!r} holds no complete cells (expected verified rows/*.jsonl)")

@@ -106,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="budget of the main (Table 2/3) table (default: each column's largest)")
     parser.add_argument("--no-plot", action="store_true", help="tables only")
     args = parser.parse_args(argv)
+    from boe_eval.harness.results import print_store_warnings
+
+    print_store_warnings("boe-report")  # a damaged cell: one warning line, the report of the others
     try:
         written = write_report(args.results_dir, args.out, args.x, args.budget, plot=not args.no_plot)
     except (OSError, ValueError) as err:  # missing folder, no complete cell, cells that must not pool, full disk

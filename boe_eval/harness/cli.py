@@ -272,7 +272,10 @@ def check(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    from boe_eval.harness.results import print_store_warnings
     from boe_eval.harness.schema import preflight
+
+    print_store_warnings("boe-eval")  # a damaged cell: one warning line, then it is recomputed
 
     # every job of the command line (each cell of a -m grid) is validated before Hydra runs any
     try:

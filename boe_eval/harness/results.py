@@ -214,6 +214,23 @@ def verify_file(path: str | Path) -> CellCheck:
     return CellCheck(path, True, "", rows, None)
 
 
+def print_store_warnings(prog: str) -> None:
+    """Show result-store warnings as one `<prog>: warning: ...` line each on stderr (command-line
+    tools), instead of Python's two-line warning format."""
+    import sys
+
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, DamagedCellWarning):
+            print(f"{prog}: warning: {message}", file=sys.stderr)
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    warnings.simplefilter("always", DamagedCellWarning)
+
+
 def _warn_damaged(check: CellCheck, action: str) -> None:
     warnings.warn(f"damaged result file {str(check.path)!r} ({check.reason}): {action}", DamagedCellWarning,
                   stacklevel=3)
