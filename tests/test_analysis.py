@@ -168,15 +168,12 @@ def test_every_cell_is_counted_once(sweep_dir):
 
 def test_nfe_to_stop_counts_the_full_nfe_of_sequences_that_never_stop(tmp_path):
     cid = write_fake_cell(tmp_path, variant="confidence", budget=16, scores=[1, 0, 1], nfe=16)
-    from boe_eval.harness.results import cell_path
+    from boe_eval.harness.results import read_cell
 
-    path = cell_path(tmp_path, cid)
-    import json
-
-    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    rows = read_cell(tmp_path, cid)  # rewritten through the store (an edited file no longer verifies)
     for row, stop in zip(rows, (4, None, 10)):
         row["nfe_to_stop"] = stop
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_cell(tmp_path, cid, rows)
     points = load_results(tmp_path)
     assert points.iloc[0]["nfe_to_stop"] == pytest.approx((4 + 16 + 10) / 3)
 

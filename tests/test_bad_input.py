@@ -104,6 +104,17 @@ CASES = {
     "steps=[1": "the override 'steps=[1' cannot be parsed",
     "-m sampler=confidence,nope": "sampler='nope' is unknown",
     "-m steps=4,16": "steps=16 exceeds gen_length=8",
+    # issue 12: values that ran as another value, or failed with a traceback or an unrelated message
+    "limit=9223372036854775808": "limit=9223372036854775808 is invalid: it must be at most 2**63 - 1",
+    "block_length=0": "block_length=0 is invalid: it must be a positive integer dividing gen_length=8",
+    "block_length=-8": "block_length=-8 is invalid: it must be a positive integer dividing gen_length=8",
+    "output_dir=''": "output_dir='' is invalid: it must name a folder",
+    "sampler=" + "x" * 5000: ("sampler='" + "x" * 60 + "...' (5000 characters) is unknown: File name too long: "
+                              "choose one of "),
+    "sampler=confidence sampler.name=" + "x" * 5000: "sampler='" + "x" * 60 + "...' is unknown: choose one of ",
+    "sampler=c\u00f6nfidence": ("the override 'sampler=c\u00f6nfidence' cannot be parsed: the non-ASCII character "
+                                 "'\u00f6' (U+00F6) is allowed only inside quotes: write sampler='c\u00f6nfidence'"),
+    "sampler=confidence sampler.name='c\u00f6nfidence'": "sampler='c\u00f6nfidence' is unknown: choose one of ",
 }
 
 
@@ -117,7 +128,7 @@ def test_each_bad_value_is_named_in_one_line(override, tiny_bert_dir, tmp_path):
     expected = CASES[override]
     for fragment in (expected,) if isinstance(expected, str) else expected:
         assert fragment in message
-    assert "\n" not in message
+    assert "\n" not in message and len(message) < 600
     assert not (tmp_path / "rows").exists()
 
 
@@ -243,7 +254,7 @@ def test_a_failure_mid_job_leaves_complete_cells_only_and_a_rerun_finishes(tiny_
     assert len(files) == 2 and all(f.suffix == ".jsonl" for f in files)
     for f in files:
         rows = [json.loads(line) for line in f.read_text().splitlines()]
-        assert [r["row_type"] for r in rows] == ["example"] * 6 + ["summary"]
+        assert [r["row_type"] for r in rows] == ["example"] * 6 + ["summary", "cell_complete"]
     kept = {f.name: (f.stat().st_mtime_ns, f.read_bytes()) for f in files}
     monkeypatch.setattr(loading, "load_denoiser", real)
     run_job(compose(overrides))
@@ -265,3 +276,152 @@ def test_console_script_prints_one_line_and_exits_2(tiny_bert_dir, tmp_path):
         lines = proc.stderr.strip().splitlines()
         assert lines[-1].startswith("boe-eval: error: ") and fragment in lines[-1]
         assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------------- issue 12: environment
+def test_a_model_directory_without_a_tokenizer_is_named_not_a_missing_library(tiny_bert_dir, tmp_path):
+    folder = tmp_path / "no_tokenizer"
+    shutil.copytree(tiny_bert_dir, folder)
+    (folder / "tokenizer.json").unlink()
+    with pytest.raises(ConfigError) as err:
+        check_argv(base(tiny_bert_dir, tmp_path / "out") + [f"model.path={folder}"])
+    assert str(err.value) == (f"model path {str(folder)!r} has no tokenizer file (one of tokenizer.json, vocab.txt, "
+                              "vocab.json, tokenizer.model, spiece.model, sentencepiece.bpe.model, vocab.model): copy "
+                              "the model's tokenizer.json (or its vocabulary files) into it")
+
+
+def test_a_malformed_task_yaml_is_named_not_reported_as_an_unknown_task(tiny_bert_dir, tmp_path):
+    folder = tmp_path / "tasks" / "toy_broken"
+    folder.mkdir(parents=True)
+    (folder / "toy_broken.yaml").write_text('task: toy_broken\noutput_type: generate_until\n'
+                                             'doc_to_text: "copy:{{source}}=\n  metric_list: [unclosed\n')
+    with pytest.raises(ConfigError) as err:
+        check_argv(base(tiny_bert_dir, tmp_path / "out") + ["task.lm_eval_task=toy_broken",
+                                                            f"task.include_paths=[{tmp_path / 'tasks'}]"])
+    message = str(err.value)
+    assert message.startswith(f"task 'toy_broken' cannot be loaded: its YAML '{folder / 'toy_broken.yaml'}' is "
+                              "malformed (line ")
+    assert "\n" not in message
+    # a name no YAML mentions is still an unknown task
+    with pytest.raises(ConfigError, match="task 'toy_nowhere' is unknown to lm-eval"):
+        check_argv(base(tiny_bert_dir, tmp_path / "out") + ["task.lm_eval_task=toy_nowhere",
+                                                            f"task.include_paths=[{tmp_path / 'tasks'}]"])
+
+
+@pytest.mark.parametrize("where", ["file", "inside a file"])
+def test_output_dir_pointing_at_a_file_stops_before_anything_runs(tiny_bert_dir, tmp_path, where):
+    target = tmp_path / "a_file"
+    target.write_text("x")
+    value = target if where == "file" else target / "sub"
+    with pytest.raises(ConfigError) as err:
+        check_argv(base(tiny_bert_dir, tmp_path)[:-2] + ["+progress=false", f"output_dir={value}"])
+    assert str(err.value) == f"output_dir={str(value)!r} is invalid: {str(target)!r} is a file, not a folder"
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A folder nobody may write into: root ignores mode bits, so then the immutable flag."""
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    if os.geteuid() == 0:
+        if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(folder)]).returncode:
+            pytest.skip("cannot make a folder read-only for root here (no chattr +i)")
+        yield folder
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+    else:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+
+
+def test_a_read_only_output_dir_stops_before_the_model_loads(tiny_bert_dir, read_only_dir, monkeypatch):
+    import boe_eval.models.loading as loading
+    from boe_eval.harness.cli import run_job
+    from boe_eval.harness.results import StoreError
+
+    monkeypatch.setattr(loading, "load_denoiser", lambda *a, **k: pytest.fail("the model must not be loaded"))
+    with pytest.raises(StoreError) as err:
+        run_job(compose(base(tiny_bert_dir, read_only_dir)))
+    assert str(err.value) in (f"cannot write results to {str(read_only_dir)!r}: permission denied",
+                              f"cannot write results to {str(read_only_dir)!r}: the file system is read-only")
+    assert list(read_only_dir.iterdir()) == []
+
+
+def test_a_full_disk_ends_the_job_with_one_line_and_leaves_no_temp_file(tiny_bert_dir, tmp_path, monkeypatch):
+    """Every write of a file under the output folder fails with ENOSPC (a full disk, simulated): the
+    job stops with one StoreError line naming the file, and no file is left behind."""
+    import errno
+
+    from boe_eval.harness.cli import run_job
+    from boe_eval.harness.results import StoreError
+
+    out = tmp_path / "out"
+    real_fdopen = os.fdopen
+
+    class Full:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+    def fdopen(fd, *args, **kwargs):
+        fh = real_fdopen(fd, *args, **kwargs)
+        return Full(fh) if os.readlink(f"/proc/self/fd/{fd}").startswith(str(out)) else fh
+
+    monkeypatch.setattr(os, "fdopen", fdopen)
+    with pytest.raises(StoreError) as err:
+        run_job(compose(base(tiny_bert_dir, out) + ["sampler=confidence", "limit=2"]))
+    message = str(err.value)
+    assert message.startswith(f"cannot write results to '{out / 'rows'}/") and message.endswith(
+        ".jsonl': no space left on the device")
+    assert [p for p in out.rglob("*") if p.is_file()] == []
+
+
+@pytest.mark.slow
+def test_console_script_environment_failures_are_one_line_exit_2(tiny_bert_dir, tmp_path, read_only_dir):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "BOE_TEST_TASKS": TOY_TASKS}
+    exe = str(Path(sys.executable).with_name("boe-eval"))
+    (tmp_path / "a_file").write_text("x")
+    cases = [([f"output_dir={read_only_dir}"], "cannot write results to"),
+             ([f"output_dir={tmp_path / 'a_file'}"], "is a file, not a folder"),
+             (["output_dir=''"], "output_dir='' is invalid"),
+             (["sampler=" + "y" * 5000], "(5000 characters) is unknown")]
+    for args, fragment in cases:
+        overrides = [o for o in base(tiny_bert_dir, tmp_path / "out") if not o.startswith("output_dir")]
+        if not any(a.startswith("output_dir") for a in args):
+            overrides.append(f"output_dir={tmp_path / 'out'}")
+        proc = subprocess.run([exe, *overrides, *args, f"hydra.run.dir={tmp_path / 'hydra'}"], capture_output=True,
+                              text=True, env=env, cwd=tmp_path, timeout=300)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+        assert lines[0].startswith("boe-eval: error: ") and fragment in lines[0]
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
+def test_cuda_without_a_gpu_stops_before_the_model_loads_and_never_falls_back(device, tiny_bert_dir, tmp_path,
+                                                                              monkeypatch):
+    """The preflight accepts `model.device=cuda` (a cluster grid is validated on a login node without
+    GPUs); the job itself stops with one line before loading the model, never running on the CPU."""
+    import boe_eval.models.loading as loading
+    from boe_eval.harness.cli import run_job
+
+    overrides = base(tiny_bert_dir, tmp_path / "out") + [f"model.device={device}", "sampler=confidence"]
+    assert check_argv(overrides) == 1
+    monkeypatch.setattr(loading, "load_denoiser", lambda *a, **k: pytest.fail("the model must not be loaded"))
+    with pytest.raises(ConfigError) as err:
+        run_job(compose(overrides))
+    assert str(err.value).startswith(f"model.device={device!r} is invalid: this machine has no CUDA GPU usable by "
+                                     "torch ")
+    assert str(err.value).endswith("(torch.cuda.is_available() is False): use model.device=cpu")
+    assert not list((tmp_path / "out").rglob("*.jsonl"))

@@ -219,6 +219,92 @@ def test_sweep_killed_with_sigkill_and_restarted_ends_with_the_same_table(tiny_b
         assert (out / name).read_text() == (reference / name).read_text()
 
 
+@pytest.mark.parametrize("how", ["mid-line", "line boundary", "emptied"])
+def test_a_damaged_cell_is_recomputed_and_the_table_equals_the_uninterrupted_one(tiny_bert_dir, tmp_path, how):
+    """Issue 12 acceptance: a rows file truncated mid-line, truncated at a line boundary or emptied is
+    not counted complete; the rerun recomputes that cell alone (with a warning) and the rows and
+    tables equal those of an uninterrupted run."""
+    import shutil
+
+    from boe_eval.harness.results import DamagedCellWarning
+
+    conf = tmp_path / "conf"
+    reference = tmp_path / "reference"
+    run_sweep(compose(write_sweep(conf, "grid", GRID, tiny_bert_dir, reference) + ["plot=false"]))
+    out = tmp_path / "damaged"
+    shutil.copytree(reference, out)
+    victim = sorted((out / "rows").glob("*.jsonl"))[4]
+    data = victim.read_bytes()
+    lines = data.splitlines(keepends=True)
+    cut = {"mid-line": len(data) - len(lines[-1]) - len(lines[-2]) // 2,  # inside the summary row
+           "line boundary": len(data) - len(lines[-1]) - len(lines[-2]),  # summary + completion record gone
+           "emptied": 0}[how]
+    victim.write_bytes(data[:cut])
+    # the report on the damaged folder does not crash: it warns and shows the 8 intact cells
+    from boe_eval.analysis.load import load_results
+
+    with pytest.warns(DamagedCellWarning, match=victim.name):
+        assert len(load_results(out)) == 8
+    others = {f: f.stat().st_mtime_ns for f in (out / "rows").glob("*.jsonl") if f != victim}
+    with pytest.warns(DamagedCellWarning, match=rf"{victim.name}.*recomputing this cell"):
+        run_sweep(compose(write_sweep(conf, "grid", GRID, tiny_bert_dir, out) + ["plot=false"]))
+    assert {f: f.stat().st_mtime_ns for f in others} == others  # only the damaged cell was recomputed
+    pd.testing.assert_frame_equal(_frame(out)[_frame(reference).columns], _frame(reference))
+    for name in ("accuracy_by_budget.md", "table_main.md", "table_main.tex", "points.csv"):  # cells.md shows times
+        if name == "points.csv":  # timing columns differ between runs
+            a, b = (pd.read_csv(d / name).drop(columns=list(TIMING) + ["seconds_per_sequence"], errors="ignore")
+                    for d in (out, reference))
+            pd.testing.assert_frame_equal(a, b)
+        else:
+            assert (out / name).read_text() == (reference / name).read_text(), name
+    assert sorted(p.name for p in (out / "rows").iterdir()) == sorted(p.name for p in (reference / "rows").iterdir())
+
+
+def test_a_run_with_another_limit_is_refused_by_a_folder_of_committed_cells(tmp_path, monkeypatch):
+    """A `limit=20` sweep written into a copy of results/tiny_sudoku_nfe (limit 500) stops with one
+    line naming the limit before any model is loaded; the copy still reports exactly as committed."""
+    import shutil
+
+    from boe_eval.analysis.load import load_results
+    from boe_eval.harness import sweep as sweep_module
+
+    copy = tmp_path / "tiny_sudoku_nfe"
+    shutil.copytree(REPO / "results" / "tiny_sudoku_nfe" / "rows", copy / "rows")
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model must not be loaded")
+
+    monkeypatch.setattr("boe_eval.models.loading.load_denoiser", no_model)
+    with pytest.raises(ConfigError, match=r"cannot take this sweep: cells .* differ in limit: (500 vs 20|20 vs 500)"):
+        sweep_module.run_sweep(compose(["sweep=tiny_sudoku_nfe", "limit=20", f"output_dir={copy}", "+progress=false"]))
+    assert len(list((copy / "rows").iterdir())) == 51  # nothing written
+    points = load_results(copy)
+    committed = pd.read_csv(REPO / "results" / "tiny_sudoku_nfe" / "points.csv")
+    assert len(points) == len(committed) == 51 and (points["n_seeds"] == 1).all()
+    assert points["score"].tolist() == pytest.approx(committed["score"].tolist())
+
+
+@pytest.mark.slow
+def test_two_sweeps_into_one_folder_share_the_cells_and_compute_none_twice(tiny_bert_dir, tmp_path):
+    """Two `boe-eval sweep=<name>` processes started together into one folder: every cell is computed
+    by exactly one of them (per-cell lock), and the rows equal a single uninterrupted run."""
+    conf = tmp_path / "conf"
+    reference = tmp_path / "reference"
+    run_sweep(compose(write_sweep(conf, "grid", GRID, tiny_bert_dir, reference) + ["plot=false"]))
+    out = tmp_path / "shared"
+    overrides = write_sweep(conf, "grid", GRID, tiny_bert_dir, out) + ["plot=false"]
+    exe = str(Path(sys.executable).with_name("boe-eval"))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    procs = [subprocess.Popen([exe, *overrides, f"hydra.run.dir={tmp_path / f'hydra{i}'}"], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    computed = [line for stdout, _ in outs for line in stdout.splitlines() if ": score=" in line]
+    assert len(computed) == 9, computed  # 9 cells, each computed once in total
+    assert len(list((out / "rows").glob("*.jsonl"))) == 9
+    pd.testing.assert_frame_equal(_frame(out)[_frame(reference).columns], _frame(reference))
+
+
 @pytest.mark.slow
 def test_hydra_multirun_lands_the_same_rows_as_the_in_process_sweep(tiny_bert_dir, tmp_path):
     """`boe-eval -m sweep=<name>` (one Hydra job per sampler) writes the same cells into the same
@@ -370,3 +456,21 @@ def test_table5_sweep_lists_the_ablation_variants_at_one_token_per_step(tiny_ber
     assert changed == {"boe_full": {}, "boe_no_gating": {"gating": False},
                        "boe_no_anti_collapse": {"anti_collapse": False}, "boe_no_aqa": {"aqa": False},
                        "boe_rho0.10": {"rho": 0.10}, "boe_rho0.25": {}, "boe_rho0.50": {"rho": 0.50}}
+
+
+def test_default_output_folders_do_not_depend_on_the_working_directory(tmp_path, monkeypatch):
+    """Config defaults are anchored at the project folder (`${boe_root:}`): a sweep's rows go to
+    <project>/results/<sweep> and a job's Hydra run folder to <project>/outputs/..., wherever
+    `boe-eval` is started; an explicit relative `output_dir=` is resolved against the working directory."""
+    from omegaconf import OmegaConf
+
+    from boe_eval.harness.results import check_output_dir
+
+    monkeypatch.chdir(tmp_path)
+    cfg = compose(["sweep=tiny_sudoku_nfe"])
+    assert cfg.output_dir == str(REPO / "results" / "tiny_sudoku_nfe")
+    raw = yaml.safe_load((REPO / "configs" / "config.yaml").read_text())
+    assert raw["hydra"]["run"]["dir"].startswith("${boe_root:}/outputs/")
+    assert raw["hydra"]["sweep"]["dir"].startswith("${boe_root:}/multirun/")
+    assert OmegaConf.create({"d": "${boe_root:}"}).d == str(REPO)
+    assert check_output_dir("mine") == tmp_path / "mine"

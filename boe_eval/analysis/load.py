@@ -1,5 +1,12 @@
 """Result rows -> pandas (issue 7). Reads every `rows/*.jsonl` under a results folder (a sweep run in
-one process and a Hydra multirun land in the same layout) into one DataFrame per row type."""
+one process and a Hydra multirun land in the same layout) into one DataFrame per row type.
+
+Only cells whose file verifies are read (`boe_eval.harness.results`: damaged files are skipped with a
+warning). Seeds of one operating point are pooled only when their cells agree on everything that
+makes them the same experiment (`MUST_AGREE`: model directory, limit, dtype, task, code commit and the
+sampler's parameters) and have distinct seeds; anything else is one `PoolingError` naming the field,
+both values and both cell files, never a silent mix (e.g. a `limit=20` run written into a folder of
+`limit=500` cells)."""
 
 from __future__ import annotations
 
@@ -8,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from boe_eval.analysis.intervals import accuracy_ci
-from boe_eval.harness.results import read_rows
+from boe_eval.harness.results import ROWS_DIR, read_rows
 
 #: columns every summary frame has, filled with NA for rows written outside a sweep
 SWEEP_COLUMNS = ("budget_axis", "budget", "variant", "sweep.knob", "sweep.knob_value", "sweep.placement",
@@ -23,7 +30,7 @@ def load_rows(results_dir: str | Path) -> pd.DataFrame:
         raise FileNotFoundError(f"results folder {str(path)!r} does not exist")
     rows = read_rows(path)
     if not rows:
-        raise FileNotFoundError(f"results folder {str(path)!r} holds no rows (expected rows/*.jsonl)")
+        raise FileNotFoundError(f"results folder {str(path)!r} holds no complete cells (expected verified rows/*.jsonl)")
     df = pd.DataFrame(rows)
     if "cell_id" in df:
         key = ["cell_id", "row_type", "lm_eval_subtask", "doc_id"]
@@ -85,10 +92,111 @@ COMPUTE_COLUMNS = ("nfe", "nfe_to_stop", "forwards", "backwards", "forward_equiv
                    "wall_time_s", "decode_time_s", "seconds_per_sequence", "sweep.measured_cost", "sweep.budget_gap")
 
 
+#: what the cells pooled into one operating point must share (besides POINT_KEY): cells that differ
+#: in one of these (or in a `sampler.*` parameter) are different experiments, never seeds of one
+MUST_AGREE = ("model_path", "limit", "dtype", "lm_eval_task", "apply_chat_template", "git_commit")
+
+
+class PoolingError(ValueError):
+    """Cells of different experiments would be pooled as seeds of one operating point."""
+
+
+def _missing(value) -> bool:
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):  # a list or dict value
+        return False
+
+
+def _same(a, b) -> bool:
+    if _missing(a) or _missing(b):
+        return _missing(a) and _missing(b)
+    return bool(a == b)
+
+
+def _plain(value):
+    """A numpy scalar as the Python value it holds (so messages read `500`, not `np.int64(500)`)."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def _where(cid) -> str:
+    return f"{ROWS_DIR}/{cid}.jsonl" if isinstance(cid, str) else "a planned cell"
+
+
+def check_pooling(cells: pd.DataFrame) -> None:
+    """Raise PoolingError when two cells of one operating point differ in a `MUST_AGREE` field or a
+    sampler parameter, or share a seed (then they are not two seeds of one experiment)."""
+    key = [c for c in POINT_KEY if c in cells]
+    agree = [c for c in cells.columns if c in MUST_AGREE or c.startswith("sampler.")]
+    for _, group in cells.groupby(key, dropna=False, sort=False):
+        if len(group) < 2:
+            continue
+        first = group.iloc[0]
+        what = f"{first.get('variant') or first.get('sampler')}"
+        if pd.notna(first.get("budget")):
+            what += f" at budget {first.get('budget'):g}"
+        elif pd.notna(first.get("steps")):
+            what += f" at steps {first.get('steps')}"
+        for col in agree:
+            for _, other in group.iloc[1:].iterrows():
+                if not _same(first[col], other[col]):
+                    raise PoolingError(
+                        f"cells {_where(first.get('cell_id'))} and {_where(other.get('cell_id'))} ({what}) differ in "
+                        f"{col}: {_plain(first[col])!r} vs {_plain(other[col])!r}: results of different runs never pool; "
+                        "keep each run in its own output folder")
+        if "seed" in group and group["seed"].duplicated().any():
+            seed = group.loc[group["seed"].duplicated(), "seed"].iloc[0]
+            twins = group[group["seed"] == seed]["cell_id"].tolist() if "cell_id" in group else []
+            raise PoolingError(
+                f"cells {' and '.join(_where(c) for c in twins[:2])} ({what}) are two runs with seed {_plain(seed)} that "
+                "differ in a setting outside the operating point: results of different runs never pool; "
+                "keep each run in its own output folder")
+
+
+def planned_summary(spec, cid: str, knob_value=None, code: str | None = None) -> dict:
+    """The fields of the summary row a planned cell (a `CellSpec`) will write that `check_pooling`
+    compares, so a run can be checked against a results folder before any model is loaded."""
+    from boe_eval.harness.provenance import git_commit
+
+    flat = {f"sampler.{k}": (v if isinstance(v, (int, float, str, bool)) or v is None else str(v))
+            for k, v in spec.sampler_params.items()}
+    return {"row_type": "summary", "cell_id": cid, "model": spec.model_name, "model_path": spec.model_path,
+            "task": spec.task, "lm_eval_task": spec.lm_eval_task, "gen_length": spec.gen_length,
+            "block_length": spec.block_length, "steps": spec.steps, "temperature": spec.temperature,
+            "early_stop": spec.early_stop, "seed": spec.seed, "limit": spec.limit, "dtype": spec.dtype,
+            "apply_chat_template": spec.apply_chat_template, "sampler": spec.sampler,
+            "variant": spec.label or spec.sampler, **spec.extra, "sweep.knob_value": knob_value,
+            "git_commit": code if code is not None else git_commit(), **flat}
+
+
+def check_store_accepts(results_dir: str | Path, planned: list[dict]) -> None:
+    """Raise PoolingError when the cells a run plans (`planned_summary` rows) would pool with cells
+    already in `results_dir` that belong to a different experiment (other limit, model directory,
+    dtype, code...), before anything is computed. Planned cells already complete are reused."""
+    existing = [r for r in read_rows(results_dir) if r.get("row_type") == "summary"] \
+        if Path(results_dir).is_dir() else []
+    if not existing:
+        return
+    done = {r.get("cell_id") for r in existing}
+    new = [{**p, "cell_id": None} for p in planned if p["cell_id"] not in done]
+    if not new:
+        return
+    frame = pd.DataFrame(existing + new)
+    for col in SWEEP_COLUMNS:
+        if col not in frame:
+            frame[col] = pd.NA
+    frame["variant"] = frame["variant"].fillna(frame["sampler"])
+    for col in ("budget", "sweep.knob_value"):
+        frame[col] = pd.to_numeric(frame[col], errors="coerce")
+    check_pooling(frame)
+
+
 def pool_seeds(rows: pd.DataFrame) -> pd.DataFrame:
     """One line per operating point: seeds pooled (score = mean over all their examples, interval from
-    the pooled examples, compute averaged); `n_seeds` says how many were pooled."""
+    the pooled examples, compute averaged); `n_seeds` says how many were pooled. Cells that are not
+    seeds of one experiment raise PoolingError (`check_pooling`)."""
     cells = summary_frame(rows)
+    check_pooling(cells)
     key = [c for c in POINT_KEY if c in cells]
     examples = rows[rows["row_type"] == "example"]
     by_cell = {cid: g["score"].tolist() for cid, g in examples.groupby("cell_id")} if "cell_id" in examples else {}
@@ -115,4 +223,4 @@ def load_results(results_dir: str | Path) -> pd.DataFrame:
     return pool_seeds(load_rows(results_dir))
 
 
-__all__ = ["load_results", "load_rows", "pool_seeds", "summary_frame"]
+__all__ = ["MUST_AGREE", "PoolingError", "check_pooling", "check_store_accepts", "planned_summary", "load_results", "load_rows", "pool_seeds", "summary_frame"]

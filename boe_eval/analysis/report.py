@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -18,13 +19,28 @@ from boe_eval.analysis.plots import AXIS_COLUMN, X_LABELS, plot_pareto
 from boe_eval.analysis.tables import ablation_table, budget_table, cells_table, paper_table
 
 
-def _write(path: Path, text: str) -> Path:
-    """Atomic text write (a report rewritten by concurrent multirun jobs is never half a file)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Atomic text write (a report rewritten by concurrent multirun jobs is never half a file); the
+    temporary file is removed on every error path (full disk, read-only folder), which raises
+    `StoreError` (one line)."""
+    from boe_eval.harness.results import StoreError, describe_os_error
+
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as err:
+        raise StoreError(describe_os_error(err, path)) from None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
     return path
+
+
+_write = write_text_atomic
 
 
 def default_x(points) -> str:
@@ -42,7 +58,12 @@ def write_report(
     """Write the tables and plots of every cell under `results_dir`; returns the files written."""
     points = load_results(results_dir)
     out = Path(out_dir) if out_dir is not None else Path(results_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        from boe_eval.harness.results import StoreError, describe_os_error
+
+        raise StoreError(describe_os_error(err, out)) from None
     x = x or default_x(points)
     if x not in X_LABELS:
         raise ValueError(f"--x {x!r} is invalid: choose one of {', '.join(X_LABELS)}")
@@ -55,11 +76,24 @@ def write_report(
         _write(out / "table_ablation.md", ablation_table(points, "md")),
         _write(out / "table_ablation.tex", ablation_table(points, "tex")),
     ]
-    points.to_csv(out / "points.csv", index=False)
-    written.append(out / "points.csv")
+    written.append(_write(out / "points.csv", points.to_csv(index=False)))
     if plot:
-        written += plot_pareto(points, out / f"pareto_{x}", x=x)
+        with _reproducible_dates():
+            written += plot_pareto(points, out / f"pareto_{x}", x=x)
     return written
+
+
+@contextlib.contextmanager
+def _reproducible_dates():
+    """Matplotlib stamps PDFs with the time of writing unless `SOURCE_DATE_EPOCH` is set: pin it (to
+    the epoch, unless the caller set it), so the same rows always give byte-identical plots."""
+    saved = os.environ.get("SOURCE_DATE_EPOCH")
+    os.environ.setdefault("SOURCE_DATE_EPOCH", "0")
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("SOURCE_DATE_EPOCH", None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,10 +106,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="budget of the main (Table 2/3) table (default: each column's largest)")
     parser.add_argument("--no-plot", action="store_true", help="tables only")
     args = parser.parse_args(argv)
+    from boe_eval.harness.results import print_store_warnings
+
+    print_store_warnings("boe-report")  # a damaged cell: one warning line, the report of the others
     try:
         written = write_report(args.results_dir, args.out, args.x, args.budget, plot=not args.no_plot)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"boe-report: error: {err}", file=sys.stderr)
+    except (OSError, ValueError) as err:  # missing folder, no complete cell, cells that must not pool, full disk
+        print(f"boe-report: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     for path in written:
         print(path)

@@ -9,7 +9,6 @@ loading a model, evaluates each sampler through lm-eval, writes tidy rows, print
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -28,6 +27,10 @@ from boe_eval.harness.provenance import REPO_ROOT  # noqa: E402
 
 CONFIG_DIR = Path(os.environ.get("BOE_EVAL_CONFIGS", REPO_ROOT / "configs"))
 log = logging.getLogger("boe_eval")
+#: `${boe_root:}` in the configs: the project folder (the parent of the configs folder in use), so the
+#: default output folders (`outputs/...`, `results/<sweep>`) do not depend on the working directory
+if not OmegaConf.has_resolver("boe_root"):
+    OmegaConf.register_new_resolver("boe_root", lambda: str(CONFIG_DIR.resolve().parent))
 
 
 def _positive_int_or_none(name: str, value: Any) -> int | None:
@@ -49,7 +52,7 @@ def build_specs(cfg: DictConfig) -> list[tuple[Any, Any]]:
     """Validate the composed config and return [(CellSpec, Sampler)] without loading any model."""
     from boe_eval.decoding.loop import DecodeConfig
     from boe_eval.harness.evaluate import CellSpec, check_sampler_fits_model, check_task
-    from boe_eval.harness.schema import check_model_dir, check_task_data, validate_job
+    from boe_eval.harness.schema import check_model_dir, check_task_data, check_task_yaml, validate_job
     from boe_eval.samplers.base import build_sampler
 
     validate_job(cfg)  # types and ranges of every field (issue 8 schema)
@@ -65,7 +68,11 @@ def build_specs(cfg: DictConfig) -> list[tuple[Any, Any]]:
     task_name = str(_required(cfg, "task.name", "task"))
     lm_task = str(_required(cfg, "task.lm_eval_task", "task"))
     include = tuple(str(p) for p in (OmegaConf.select(cfg, "task.include_paths", default=None) or []))
-    check_task(lm_task, include)
+    try:
+        check_task(lm_task, include)
+    except ConfigError:
+        check_task_yaml(lm_task, include)  # a malformed task YAML, not an unknown task
+        raise
     # missing data files, unreported primary metric: one-line error before loading the model
     check_task_data(lm_task, include, str(_required(cfg, "task.primary_metric", "task")))
     members = OmegaConf.select(cfg, "sampler.members", default=None)
@@ -145,41 +152,65 @@ def run_job(cfg: DictConfig) -> Path:
     """Evaluate every sampler of the job; returns the results directory."""
     import torch
 
+    from boe_eval.analysis.report import write_text_atomic
     from boe_eval.analysis.tables import format_summary_table
     from boe_eval.harness.distributed import data_parallel
     from boe_eval.harness.evaluate import evaluate_cell
-    from boe_eval.harness.results import cell_id, cell_path, is_complete, read_rows, write_cell
+    from boe_eval.analysis.load import PoolingError, check_store_accepts, planned_summary
+    from boe_eval.harness.schema import check_device_available
+    from boe_eval.harness.results import (
+        cell_id,
+        cell_path,
+        check_output_dir,
+        claim_cell,
+        ensure_results_dir,
+        read_cell,
+        read_rows,
+        write_cell,
+    )
     from boe_eval.models.loading import load_denoiser
 
     threads = cfg.get("threads")
     if threads:
         torch.set_num_threads(int(threads))
-    specs = build_specs(cfg)
-    results_dir = Path(cfg.output_dir)
+    results_dir = check_output_dir(cfg.output_dir)
     # data parallel (`accelerate launch`): every rank decodes its share, rank 0 alone writes rows
     dp = data_parallel()
     if dp.is_main:
-        results_dir.mkdir(parents=True, exist_ok=True)
+        ensure_results_dir(results_dir)  # read-only folder, a file in the way: one line, no model load
+    specs = build_specs(cfg)
+    check_device_available(specs[0][0].device)  # model.device=cuda without a GPU: one line, no fallback
+    if dp.is_main:
+        print(f"[boe-eval] output_dir: {results_dir}")
+        try:
+            check_store_accepts(results_dir, [planned_summary(spec, cell_id(spec.identity())) for spec, _ in specs])
+        except PoolingError as err:
+            raise ConfigError(f"output_dir={str(results_dir)!r} cannot take this run: {err}") from None
     denoiser = None
     summaries = []
     for spec, sampler in specs:
         cid = cell_id(spec.identity())
-        if dp.broadcast_object(is_complete(results_dir, cid) if dp.is_main else None):
+        # a per-cell lock: a concurrent job computing the same cell is waited for, never duplicated
+        state, lock = claim_cell(results_dir, cid) if dp.is_main else (None, None)
+        if dp.broadcast_object(state) == "complete":
             if dp.is_main:
                 print(f"[boe-eval] {spec.sampler}: already complete ({cell_path(results_dir, cid)}), skipped")
         else:
-            if denoiser is None:
-                denoiser = load_denoiser(spec.model_path, dtype=spec.dtype, device=dp.place(spec.device))
-            progress = bool(cfg.get("progress", True)) and dp.is_main
-            samples_prefix = results_dir / "samples" / cid if cfg.get("log_samples", False) else None
-            rows = evaluate_cell(spec, denoiser, sampler, progress=progress, samples_prefix=samples_prefix)
-            if dp.is_main:
-                for row in rows:
-                    row["cell_id"] = cid
-                write_cell(results_dir, cid, rows)
+            try:
+                if denoiser is None:
+                    denoiser = load_denoiser(spec.model_path, dtype=spec.dtype, device=dp.place(spec.device))
+                progress = bool(cfg.get("progress", True)) and dp.is_main
+                samples_prefix = results_dir / "samples" / cid if cfg.get("log_samples", False) else None
+                rows = evaluate_cell(spec, denoiser, sampler, progress=progress, samples_prefix=samples_prefix)
+                if dp.is_main:
+                    for row in rows:
+                        row["cell_id"] = cid
+                    write_cell(results_dir, cid, rows, identity=spec.identity())
+            finally:
+                if lock is not None:
+                    lock.release()
         if dp.is_main:
-            with cell_path(results_dir, cid).open() as fh:
-                summaries.extend(r for r in map(json.loads, fh) if r["row_type"] == "summary")
+            summaries.extend(r for r in read_cell(results_dir, cid) if r["row_type"] == "summary")
     if not dp.is_main:
         return results_dir
     table = format_summary_table(summaries)
@@ -187,7 +218,7 @@ def run_job(cfg: DictConfig) -> Path:
     print(f"model={specs[0][0].model_name} task={specs[0][0].task} metric={specs[0][0].primary_metric} "
           f"gen_length={specs[0][0].gen_length} steps={specs[0][0].steps} block_length={specs[0][0].block_length}")
     print(table)
-    (results_dir / "summary.md").write_text(table + "\n")
+    write_text_atomic(results_dir / "summary.md", table + "\n")
     if cfg.get("plot", True) and len(summaries) > 0:
         from boe_eval.analysis.plots import plot_score_vs_compute
 
@@ -206,17 +237,34 @@ def run(cfg: DictConfig) -> Path:
     return run_job(cfg)
 
 
+def fail(message: str) -> None:
+    """The one line every bad input or environment failure ends with, and exit code 2."""
+    print(f"boe-eval: error: {' '.join(str(message).split())}", file=sys.stderr)
+    sys.exit(2)
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def _hydra_entry(cfg: DictConfig) -> None:
+    from boe_eval.harness.results import describe_os_error
+
     try:
         run(cfg)
     except ConfigError as err:
-        print(f"boe-eval: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        fail(str(err))
+    except OSError as err:  # an environment failure outside the result store (plots, reports, caches)
+        fail(describe_os_error(err, err.filename or "the output folder"))
 
 
 def check(cfg: DictConfig) -> None:
     """Validate one composed job without loading a model (a sweep: every one of its cells)."""
+    from boe_eval.harness.results import check_output_dir
+
+    try:  # the default (Hydra's run folder) is only known once Hydra runs the job
+        output_dir = OmegaConf.select(cfg, "output_dir", throw_on_resolution_failure=True)
+    except Exception:  # noqa: BLE001  (${hydra:...} outside a Hydra run)
+        output_dir = None
+    else:
+        check_output_dir(output_dir)  # '' or a file in the way: one line before anything runs
     if OmegaConf.select(cfg, "sweep", default=None) is not None:
         from boe_eval.harness.sweep import plan_sweep
 
@@ -227,14 +275,15 @@ def check(cfg: DictConfig) -> None:
 
 def main() -> None:
     if not {"--help", "-h", "--hydra-help"} & set(sys.argv[1:]):  # help needs neither pre-flight nor torch
+        from boe_eval.harness.results import print_store_warnings
         from boe_eval.harness.schema import preflight
 
+        print_store_warnings("boe-eval")  # a damaged cell: one warning line, then it is recomputed
         # every job of the command line (each cell of a -m grid) is validated before Hydra runs any
         try:
             preflight(sys.argv[1:], CONFIG_DIR, check)
         except ConfigError as err:
-            print(f"boe-eval: error: {err}", file=sys.stderr)
-            sys.exit(2)
+            fail(str(err))
     _hydra_entry()
 
 

@@ -40,6 +40,7 @@ def _allowed(default: Any = MISSING, allowed: str = "", **kwargs: Any) -> Any:
 
 
 DEVICE_PATTERN = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
+MAX_INT = 2**63 - 1  #: the largest count Python's slicing and numpy accept (sys.maxsize on 64-bit)
 
 
 @dataclass
@@ -59,6 +60,27 @@ class ModelSchema:
             raise ConfigError(f"model.dtype={self.dtype!r} is invalid: it must be one of {', '.join(DTYPES)}")
         if not DEVICE_PATTERN.match(self.device):
             raise ConfigError(f"model.device={self.device!r} is invalid: it must be cpu, cuda, cuda:<index> or mps")
+        # (whether this machine has the device is checked where the job runs, `check_device_available`:
+        # a cluster grid is validated on a login node without GPUs)
+
+
+def check_device_available(device: str) -> None:
+    """`model.device` names a device this machine has (never a silent fallback to another one).
+    Called where the job runs, before the model loads (not in the preflight of a cluster grid)."""
+    import torch
+
+    if device.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(device.partition(":")[2] or 0)
+        if count == 0:
+            raise ConfigError(f"model.device={device!r} is invalid: this machine has no CUDA GPU usable by torch "
+                              f"{torch.__version__} (torch.cuda.is_available() is False): use model.device=cpu")
+        if index >= count:
+            raise ConfigError(f"model.device={device!r} is invalid: this machine has {count} CUDA GPU(s), "
+                              f"cuda:0 to cuda:{count - 1}")
+    elif device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("model.device='mps' is invalid: Apple's MPS backend is not available on this machine: "
+                          "use model.device=cpu")
 
 
 @dataclass
@@ -82,7 +104,7 @@ class SamplerSchema:
                 raise ConfigError(f"sampler.members[{i}]={member!r} is unknown: choose from {known}")
         if not self.members:
             if self.name not in SAMPLERS:
-                raise ConfigError(f"sampler={self.name!r} is unknown: choose one of {known}")
+                raise ConfigError(f"sampler={_shorten(self.name)!r} is unknown: choose one of {known}")
             check_sampler_params(self.name, self.params, prefix="sampler.params")
 
 
@@ -122,6 +144,14 @@ class JobSchema:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigError(f"{name}={value!r} is invalid: it must be {_allowed_text(JobSchema, name)}")
+        for name in ("limit", "batch_size", "threads", "gen_length", "steps", "block_length"):
+            value = getattr(self, name)
+            if value is not None and value > MAX_INT:
+                raise ConfigError(f"{name}={value!r} is invalid: it must be at most 2**63 - 1 = {MAX_INT} "
+                                  f"({_allowed_text(JobSchema, name)})")
+        if self.block_length is not None and self.block_length <= 0:
+            raise ConfigError(f"block_length={self.block_length!r} is invalid: it must be a positive integer dividing "
+                              f"gen_length={self.gen_length} (or null for one block of gen_length)")
         if not math.isfinite(self.temperature) or self.temperature < 0:
             raise ConfigError(f"temperature={self.temperature!r} is invalid: it must be >= 0 (0 = greedy)")
         if not 0 <= self.seed < 2**32:
@@ -245,6 +275,10 @@ def check_sampler_params(name: str, params: dict[str, Any], prefix: str = "sampl
 
 # ---------------------------------------------------------------------------------- model and data
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+#: files a Hugging Face tokenizer is built from (fast: tokenizer.json; slow: its vocabulary files);
+#: without any of them transformers tries to convert a slow tokenizer and fails with unrelated errors
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model",
+                   "sentencepiece.bpe.model", "vocab.model")
 
 
 def check_model_dir(path: str) -> None:
@@ -278,6 +312,9 @@ def check_model_dir(path: str) -> None:
                 handle.keys()
         except Exception as err:  # safetensors raises its own error types for a bad header
             raise ConfigError(f"weights file {str(shard)!r} is corrupt ({_first_line(err)}): re-download the model") from None
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES) and not any(folder.glob("*.tiktoken")):
+        raise ConfigError(f"model path {str(folder)!r} has no tokenizer file (one of {', '.join(TOKENIZER_FILES)}): "
+                          "copy the model's tokenizer.json (or its vocabulary files) into it")
 
 
 @functools.lru_cache(maxsize=32)
@@ -301,12 +338,45 @@ def check_task_data(name: str, include_paths: tuple[str, ...] = (), primary_metr
                               f"it reports {', '.join(reported)}")
 
 
+def check_task_yaml(name: str, include_paths: Sequence[str] = ()) -> None:
+    """When lm-eval does not know task `name`, say so precisely if a task YAML that defines it (its
+    file is named after it or it mentions the name) cannot be read: lm-eval skips unreadable YAMLs
+    silently, so a syntax error would otherwise look like an unknown task."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    from boe_eval.harness.evaluate import TASKS_DIR
+
+    word = re.compile(rf"(?<![\w-]){re.escape(name)}(?![\w-])")
+    for root in (TASKS_DIR, *include_paths):
+        for path in sorted(Path(root).rglob("*.y*ml")):
+            if path.suffix not in (".yaml", ".yml"):
+                continue
+            try:
+                mentions = path.stem == name or bool(word.search(path.read_text(errors="replace")))
+            except OSError:
+                continue
+            if not mentions:
+                continue
+            try:
+                load_yaml(path, resolve_func=False)
+            except Exception as err:  # yaml.YAMLError, ValueError (not a mapping, include cycle), OSError
+                where = getattr(getattr(err, "problem_mark", None), "line", None)
+                at = f" (line {where + 1})" if where is not None else ""
+                problem = getattr(err, "problem", None) or _first_line(err)
+                raise ConfigError(f"task {name!r} cannot be loaded: its YAML {str(path)!r} is malformed{at}: {problem}") from None
+
+
 # ---------------------------------------------------------------------------------- command line
 _SKIP_FLAGS = ("help", "hydra_help", "cfg", "info", "shell_completion", "experimental_rerun", "config_path",
                "config_dir", "version")
 
 
-def _hydra_error(err: Exception, overrides: Sequence[str], compose: Callable[[list[str]], DictConfig]) -> ConfigError:
+def _shorten(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _hydra_error(err: Exception, overrides: Sequence[str], compose: Callable[[list[str]], DictConfig],
+                 config_dir: Path | None = None) -> ConfigError:
     """One line for a Hydra composition error."""
     from hydra.errors import MissingConfigException, OverrideParseException
 
@@ -323,7 +393,21 @@ def _hydra_error(err: Exception, overrides: Sequence[str], compose: Callable[[li
             try:
                 parser.parse_overrides([text])
             except OverrideParseException as bad:
-                return ConfigError(f"the override {text!r} cannot be parsed: {_first_line(bad)}")
+                odd = next((c for c in text if ord(c) > 127), None)
+                if odd is not None:
+                    key, _, value = text.partition("=")
+                    return ConfigError(
+                        f"the override {_shorten(text)!r} cannot be parsed: the non-ASCII character {odd!r} "
+                        f"(U+{ord(odd):04X}) is allowed only inside quotes: write {key}='{_shorten(value)}'")
+                return ConfigError(f"the override {_shorten(text)!r} cannot be parsed: {_first_line(bad)}")
+    if isinstance(err, OSError):  # a group choice no file system can name (e.g. 5000 characters)
+        text = max(overrides, key=len) if overrides else ""
+        key, _, value = text.partition("=")
+        group = key.lstrip("+~")
+        options = sorted(p.stem for p in (Path(config_dir) / group).glob("*.yaml")) if config_dir else []
+        choose = f": choose one of {', '.join(options)}" if options else ""
+        return ConfigError(f"{group}={_shorten(value)!r} ({len(value)} characters) is unknown: "
+                           f"{err.strerror or _first_line(err)}{choose}")
     match = re.match(r"Could not (?:override|append to config) '([^']+)'", str(err))
     if match:
         key = match.group(1)
@@ -370,13 +454,13 @@ def preflight(argv: Sequence[str], config_dir: Path, validate: Callable[[DictCon
         parsed = OverridesParser.create().parse_overrides(overrides)
         jobs = BasicSweeper.split_arguments(parsed, None)[0] if args.multirun else [overrides]
     except HydraException as err:
-        raise _hydra_error(err, overrides, compose) from None
+        raise _hydra_error(err, overrides, compose, config_dir) from None
     configs = []
     for job in jobs:
         try:
             configs.append(compose(job))
-        except (HydraException, OmegaConfBaseException) as err:
-            raise _hydra_error(err, job, compose) from None
+        except (HydraException, OmegaConfBaseException, OSError) as err:
+            raise _hydra_error(err, job, compose, config_dir) from None
     for cfg in configs:  # the cheap checks of every cell first, then the ones that read files
         validate_job(cfg)
     for cfg in configs:
@@ -391,7 +475,9 @@ __all__ = [
     "TaskSchema",
     "check_model_dir",
     "check_sampler_params",
+    "check_device_available",
     "check_task_data",
+    "check_task_yaml",
     "preflight",
     "validate_job",
 ]

@@ -2,8 +2,10 @@
 
 A sweep (`configs/sweep/<name>.yaml`, under the `sweep:` key) names samplers and compute budgets on
 one budget axis; the model and task come from the composed config. Every (model, sampler, budget,
-task, seed) is one cell of the results store (`boe_eval.harness.results`): written atomically and
-skipped on rerun, so a sweep killed at any point and restarted ends with the same rows.
+task, seed) is one cell of the results store (`boe_eval.harness.results`): written atomically with a
+completion record, skipped on rerun only if its file verifies (a damaged one is recomputed) and
+claimed under a per-cell lock, so a sweep killed at any point and restarted ends with the same rows
+and two sweeps into one folder never compute a cell twice.
 
 Each sampler's own knob follows from the budget through its `KnobRule` (the compute of one decoding
 step): steps = budget for greedy samplers and PC-Sampler, budget / 2 for BoE and ReMDM-LLaDA under
@@ -381,10 +383,21 @@ def budget_check(cell: SweepCell, summary: Mapping[str, Any]) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------------------------- wall time
 def _write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(payload, fh, indent=2)
-    os.replace(tmp, path)
+    """Write JSON through a temporary file (removed on every error path: full disk, read-only...)."""
+    from boe_eval.harness.results import StoreError, describe_os_error
+
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(payload, fh, indent=2)
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as err:
+        raise StoreError(describe_os_error(err, path)) from None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
 
 
 def calibrate_seconds_per_forward(denoiser: Any, batch_size: int, width: int, repeats: int = 5) -> float:
@@ -418,29 +431,51 @@ def load_or_calibrate(results_dir: Path, cfg: DictConfig, load: Callable[[], Any
     gen_length, _ = _layout(cfg)
     width = gen_length + int(OmegaConf.select(cfg, "sweep.calibration_prompt_tokens", default=64) or 64)
     seconds = calibrate_seconds_per_forward(load(), int(cfg.batch_size), width)
-    results_dir.mkdir(parents=True, exist_ok=True)
     _write_json_atomic(path, {"model_path": model_path, "seconds_per_forward": seconds, "batch_size": int(cfg.batch_size),
                               "canvas_width": width, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     return seconds
 
 
 # --------------------------------------------------------------------------------------------- runner
+def _check_store(results_dir: Path, cells: list[SweepCell]) -> None:
+    """A sweep into a folder holding cells of another experiment (other limit, model directory,
+    dtype or code at the same operating points) stops here with one line, before any model loads."""
+    from boe_eval.analysis.load import PoolingError, check_store_accepts, planned_summary
+    from boe_eval.harness.results import cell_id
+
+    planned = []
+    for cell in cells:
+        knob = cell.spec.sampler_params.get(cell.rule.adaptive) if cell.rule.adaptive else cell.spec.steps
+        planned.append(planned_summary(cell.spec, cell_id(cell.spec.identity()), knob_value=knob))
+    try:
+        check_store_accepts(results_dir, planned)
+    except PoolingError as err:
+        raise ConfigError(f"output_dir={str(results_dir)!r} cannot take this sweep: {err}") from None
+
+
 def run_sweep(cfg: DictConfig) -> Path:
     """Evaluate every cell not yet complete (model loaded once), then write the report. Under
-    `accelerate launch` every rank decodes its share of each cell and rank 0 alone writes rows."""
+    `accelerate launch` every rank decodes its share of each cell and rank 0 alone writes rows.
+
+    Cells are claimed one at a time (`results.claim_cell`: a per-cell lock), so several sweeps into
+    one folder share the work: a cell another process is computing is deferred to the end of the
+    queue, then waited for, and never computed twice. A cell whose file does not verify is recomputed."""
     import torch
 
     from boe_eval.harness.distributed import data_parallel
     from boe_eval.harness.evaluate import evaluate_cell
-    from boe_eval.harness.results import cell_id, is_complete, write_cell
+    from boe_eval.harness.results import cell_id, check_output_dir, claim_cell, ensure_results_dir, write_cell
+    from boe_eval.harness.schema import check_device_available
     from boe_eval.models.loading import load_denoiser
 
     threads = cfg.get("threads")
     if threads:
         torch.set_num_threads(int(threads))
-    sweep = read_sweep(cfg)
-    results_dir = Path(cfg.output_dir)
+    results_dir = check_output_dir(cfg.output_dir)
     dp = data_parallel()
+    if dp.is_main:
+        ensure_results_dir(results_dir)  # a read-only folder or a file in the way: one line, no model load
+    sweep = read_sweep(cfg)
     denoiser = None
 
     def load():
@@ -452,30 +487,47 @@ def run_sweep(cfg: DictConfig) -> Path:
 
     seconds_per_forward = None
     if sweep.budget_axis == "wall_time":
+        check_device_available(str(cfg.model.get("device", "cpu")))  # (calibration loads the model)
         plan_sweep(cfg, seconds_per_forward=1.0)  # bad input fails before the model is loaded
         seconds_per_forward = dp.broadcast_object(load_or_calibrate(results_dir, cfg, load) if dp.is_main else None)
     cells = plan_sweep(cfg, seconds_per_forward)
+    check_device_available(str(cfg.model.get("device", "cpu")))  # cuda without a GPU: one line, no fallback
     if dp.is_main:
-        results_dir.mkdir(parents=True, exist_ok=True)
+        print(f"[boe-eval sweep] output_dir: {results_dir}")
+        _check_store(results_dir, cells)
     progress = bool(cfg.get("progress", True)) and dp.is_main
-    for n, cell in enumerate(cells, 1):
+    queue = [(n, cell, False) for n, cell in enumerate(cells, 1)]
+    while queue:
+        n, cell, waited = queue.pop(0)
         cid = cell_id(cell.spec.identity())
         what = f"{cell.entry.label} budget={cell.budget if cell.budget is not None else '-'} " \
                f"steps={cell.spec.steps} seed={cell.spec.seed}"
-        if dp.broadcast_object(is_complete(results_dir, cid) if dp.is_main else None):
+        state, lock = claim_cell(results_dir, cid, blocking=waited) if dp.is_main else (None, None)
+        state = dp.broadcast_object(state)
+        if state == "complete":
             if dp.is_main:
-                print(f"[boe-eval sweep] {n}/{len(cells)} {what}: complete, skipped")
+                suffix = " (by another process)" if waited else ""
+                print(f"[boe-eval sweep] {n}/{len(cells)} {what}: complete{suffix}, skipped")
             continue
-        rows = evaluate_cell(cell.spec, load(), cell.sampler, progress=progress)
-        if not dp.is_main:
+        if state == "busy":  # another sweep is computing it: do the others first, then wait for it
+            if dp.is_main:
+                print(f"[boe-eval sweep] {n}/{len(cells)} {what}: being computed by another process, deferred")
+            queue.append((n, cell, True))
             continue
-        summary = next(r for r in rows if r["row_type"] == "summary")
-        extra = {"sweep": sweep.name, "sweep.order": cell.order, "cell_id": cid, **budget_check(cell, summary)}
-        if seconds_per_forward is not None:
-            extra["sweep.seconds_per_forward"] = seconds_per_forward
-        for row in rows:
-            row.update(extra)
-        write_cell(results_dir, cid, rows)
+        try:
+            rows = evaluate_cell(cell.spec, load(), cell.sampler, progress=progress)
+            if not dp.is_main:
+                continue
+            summary = next(r for r in rows if r["row_type"] == "summary")
+            extra = {"sweep": sweep.name, "sweep.order": cell.order, "cell_id": cid, **budget_check(cell, summary)}
+            if seconds_per_forward is not None:
+                extra["sweep.seconds_per_forward"] = seconds_per_forward
+            for row in rows:
+                row.update(extra)
+            write_cell(results_dir, cid, rows, identity=cell.spec.identity())
+        finally:
+            if lock is not None:
+                lock.release()
         flag = "" if extra["sweep.within_one_step"] in (True, None) else "  (measured compute is off budget!)"
         print(f"[boe-eval sweep] {n}/{len(cells)} {what}: score={summary['score']:.3f} "
               f"nfe={summary['nfe']:.1f}{flag}")
