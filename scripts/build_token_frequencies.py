@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from transformers import AutoTokenizer
 
-    from boe_eval.decoding.schedule import ConfigError
+    from boe_eval.errors import ConfigError
     from boe_eval.models.loading import resolve_model_path
 
     try:

@@ -14,7 +14,7 @@ from boe_eval.analysis.load import load_results
 from boe_eval.analysis.plots import pareto_mask
 from boe_eval.analysis.report import main as report_main
 from boe_eval.analysis.tables import ablation_table, budget_table, paper_table, pick_at_budget, rank_marks
-from boe_eval.harness.results import cell_id, write_cell
+from boe_eval.store import cell_id, write_cell
 
 
 def write_fake_cell(results_dir, *, variant, budget, scores, nfe, task="gsm8k", gen_length=128, seed=0,
@@ -168,7 +168,7 @@ def test_every_cell_is_counted_once(sweep_dir):
 
 def test_nfe_to_stop_counts_the_full_nfe_of_sequences_that_never_stop(tmp_path):
     cid = write_fake_cell(tmp_path, variant="confidence", budget=16, scores=[1, 0, 1], nfe=16)
-    from boe_eval.harness.results import read_cell
+    from boe_eval.store import read_cell
 
     rows = read_cell(tmp_path, cid)  # rewritten through the store (an edited file no longer verifies)
     for row, stop in zip(rows, (4, None, 10)):

@@ -9,7 +9,7 @@ import torch
 from fixtures.models import dream_dir, llada_dir, mdlm_dir, modernbert_dir  # noqa: F401  (pytest fixtures)
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-from boe_eval.decoding import ConfigError
+from boe_eval.errors import ConfigError
 from boe_eval.models import Denoiser, load_denoiser
 from boe_eval.models.aqa import ActiveQueries, active_query_attention, prediction_query_rows
 

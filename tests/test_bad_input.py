@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from boe_eval.decoding import ConfigError
+from boe_eval.errors import ConfigError
 from boe_eval.harness.schema import check_model_dir, check_sampler_params, preflight, validate_job
 
 TEST_CONFIGS = Path(__file__).parent / "configs"
@@ -228,7 +228,7 @@ def test_a_failure_mid_job_leaves_complete_cells_only_and_a_rerun_finishes(tiny_
     one leaves no file (not even a temporary one); the rerun skips the kept cells."""
     import boe_eval.models.loading as loading
     from boe_eval.harness.cli import run_job
-    from boe_eval.harness.results import read_rows
+    from boe_eval.store import read_rows
 
     real = loading.load_denoiser
     calls = {"n": 0}
@@ -337,7 +337,7 @@ def read_only_dir(tmp_path):
 def test_a_read_only_output_dir_stops_before_the_model_loads(tiny_bert_dir, read_only_dir, monkeypatch):
     import boe_eval.models.loading as loading
     from boe_eval.harness.cli import run_job
-    from boe_eval.harness.results import StoreError
+    from boe_eval.store import StoreError
 
     monkeypatch.setattr(loading, "load_denoiser", lambda *a, **k: pytest.fail("the model must not be loaded"))
     with pytest.raises(StoreError) as err:
@@ -353,7 +353,7 @@ def test_a_full_disk_ends_the_job_with_one_line_and_leaves_no_temp_file(tiny_ber
     import errno
 
     from boe_eval.harness.cli import run_job
-    from boe_eval.harness.results import StoreError
+    from boe_eval.store import StoreError
 
     out = tmp_path / "out"
     real_fdopen = os.fdopen

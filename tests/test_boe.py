@@ -10,7 +10,8 @@ import pytest
 import torch
 from fixtures.models import dream_dir, llada_dir, mdlm_dir  # noqa: F401  (pytest fixtures)
 
-from boe_eval.decoding import ConfigError, DecodeConfig, generate
+from boe_eval.errors import ConfigError
+from boe_eval.decoding import DecodeConfig, generate
 from boe_eval.models import load_denoiser
 from boe_eval.samplers import build_sampler
 from boe_eval.samplers.boe import BoEConfig, BoESampler, entropy_floor

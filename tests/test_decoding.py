@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from boe_eval.decoding import ConfigError, DecodeConfig, generate, generate_batched, uniform_budgets
+from boe_eval.errors import ConfigError
+from boe_eval.decoding import DecodeConfig, generate, generate_batched, uniform_budgets
 from boe_eval.samplers import build_sampler
 
 PROMPTS = ["hello ", "a", "the quick brown ", "xyz12", "q"]

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from boe_eval.harness.distributed import DataParallel, data_parallel
-from boe_eval.harness.results import read_rows
+from boe_eval.store import read_rows
 
 TEST_CONFIGS = Path(__file__).parent / "configs"
 TOY_TASKS = Path(__file__).parent / "lm_tasks"

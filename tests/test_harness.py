@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from boe_eval.decoding import DecodeConfig, generate_batched
-from boe_eval.harness.results import cell_id, read_rows, wilson_interval, write_cell
+from boe_eval.store import cell_id, read_rows, wilson_interval, write_cell
 from boe_eval.samplers import build_sampler
 
 TOY_TASKS = str(Path(__file__).parent / "lm_tasks")
@@ -63,7 +63,7 @@ def test_adapter_generations_equal_direct_decoding(tiny_bert, tiny_bert_dir):
 
 
 def test_adapter_rejects_unknown_sampler_parameters(tiny_bert):
-    from boe_eval.decoding import ConfigError
+    from boe_eval.errors import ConfigError
     from boe_eval.harness.lm_adapter import BoeLM
 
     with pytest.raises(ConfigError, match="no parameter 'bogus'"):
@@ -96,8 +96,8 @@ def test_job_writes_rows_and_summary_and_skips_completed_cells(tiny_bert_dir, tm
 
 
 def test_bad_input_stops_before_loading_the_model(tiny_bert_dir, tmp_path):
-    from boe_eval.decoding import ConfigError
-    from boe_eval.harness.cli import build_specs
+    from boe_eval.errors import ConfigError
+    from boe_eval.harness.specs import build_specs
 
     base = toy_overrides(tiny_bert_dir, tmp_path)
     cases = {
@@ -163,7 +163,7 @@ def test_console_script_multirun_and_bad_input(tiny_bert_dir, tmp_path):
 
 
 def test_model_name_follows_a_path_that_leaves_the_built_in_model(tiny_bert_dir, tmp_path):
-    from boe_eval.harness.cli import model_label
+    from boe_eval.harness.specs import model_label
 
     # the default (built-in) model config pointed at another directory is not reported as built-in
     cfg = compose([f"model.path={tiny_bert_dir}", f"output_dir={tmp_path}"])
@@ -212,7 +212,7 @@ def _damage(path: Path, how: str) -> None:
 
 
 def test_a_cell_file_ends_with_a_completion_record_that_verifies_count_and_checksum(tmp_path):
-    from boe_eval.harness.results import COMPLETION, cell_path, verify_file
+    from boe_eval.store import COMPLETION, cell_path, verify_file
 
     path = write_cell(tmp_path, "c0ffee", _cell_rows(), identity={"limit": 4})
     lines = path.read_bytes().splitlines(keepends=True)
@@ -230,7 +230,7 @@ def test_a_cell_file_ends_with_a_completion_record_that_verifies_count_and_check
 
 @pytest.mark.parametrize("how", ["mid-line", "line boundary", "emptied"])
 def test_a_damaged_cell_is_never_complete_and_readers_skip_it_with_a_warning(tmp_path, how):
-    from boe_eval.harness.results import DamagedCellWarning, is_complete
+    from boe_eval.store import DamagedCellWarning, is_complete
 
     write_cell(tmp_path, "c0ffee", _cell_rows())
     write_cell(tmp_path, "beef", [{**r, "cell_id": "beef"} for r in _cell_rows(2)])
@@ -246,7 +246,7 @@ def test_a_damaged_cell_is_never_complete_and_readers_skip_it_with_a_warning(tmp
 def test_every_committed_cell_verifies_by_its_summary_row_and_a_cut_copy_does_not(tmp_path):
     """The committed cells predate completion records (format 1): they verify by their closing
     summary row (n_examples = example rows); any cut of one does not."""
-    from boe_eval.harness.results import verify_file
+    from boe_eval.store import verify_file
 
     files = sorted(COMMITTED.glob("*.jsonl"))
     assert len(files) == 51
@@ -268,7 +268,7 @@ def test_a_full_disk_leaves_no_temp_file_and_ends_in_one_line(tmp_path, monkeypa
 
     from boe_eval.analysis.report import write_text_atomic
     from boe_eval.harness import results
-    from boe_eval.harness.results import StoreError
+    from boe_eval.store import StoreError
 
     real_fdopen = os.fdopen
 
@@ -303,7 +303,7 @@ def _claim_and_compute(results_dir: str, cids: list[str], log: str) -> None:
     """A child process: claim each cell, 'compute' it (0.3 s), write it, release; log what it computed."""
     import time as _time
 
-    from boe_eval.harness.results import claim_cell
+    from boe_eval.store import claim_cell
 
     queue = [(c, False) for c in cids]
     while queue:
@@ -342,9 +342,9 @@ def test_a_killed_lock_holder_does_not_block_the_cell(tmp_path):
     import signal
     import time as _time
 
-    from boe_eval.harness.results import claim_cell
+    from boe_eval.store import claim_cell
 
-    code = ("import sys, time; from boe_eval.harness.results import claim_cell; "
+    code = ("import sys, time; from boe_eval.store import claim_cell; "
             f"state, lock = claim_cell({str(tmp_path)!r}, 'c0ffee'); print(state, flush=True); time.sleep(60)")
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert child.stdout.readline().strip() == "claimed"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from boe_eval.harness.results import read_rows
+from boe_eval.store import read_rows
 
 TEST_CONFIGS = Path(__file__).parent / "configs"
 TOY_TASKS = str(Path(__file__).parent / "lm_tasks")

@@ -18,7 +18,7 @@ from fixtures.models import dream, dream_dir, llada, llada_dir, mdlm, mdlm_dir  
 
 from boe_eval.decoding import DecodeConfig, generate_batched
 from boe_eval.decoding.elbo import ELBOConfig, draw_masks, elbo_loglikelihoods, stratified_mask_counts
-from boe_eval.decoding.schedule import ConfigError
+from boe_eval.errors import ConfigError
 from boe_eval.harness.likelihood import encode_pair, fit_context, rolling_windows
 from boe_eval.samplers import build_sampler
 

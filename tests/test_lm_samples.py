@@ -97,7 +97,7 @@ def test_boe_eval_log_samples_writes_lm_evals_samples_with_compute(tiny_bert_dir
     from hydra import compose, initialize_config_dir
 
     from boe_eval.harness.cli import CONFIG_DIR, run_job
-    from boe_eval.harness.results import read_rows
+    from boe_eval.store import read_rows
 
     os.environ["BOE_TEST_TASKS"] = TOY_TASKS
     overrides = [f"hydra.searchpath=[file://{TEST_CONFIGS}]", "model=tiny_random", "task=toy_copy",

@@ -198,7 +198,7 @@ def test_verification_works_off_the_main_thread():
 
 
 def test_bad_timeout_is_a_clear_error():
-    from boe_eval.decoding.schedule import ConfigError
+    from boe_eval.errors import ConfigError
 
     with pytest.raises(ConfigError, match="timeout_s=0"):
         MathVerifier(timeout_s=0)

@@ -26,7 +26,8 @@ from fixtures.models import (  # noqa: F401  (pytest fixtures)
 )
 from fixtures.remote_code import REFERENCE_LOGITS, stand_in_logits
 
-from boe_eval.decoding import ConfigError, DecodeConfig, generate, generate_batched
+from boe_eval.errors import ConfigError
+from boe_eval.decoding import DecodeConfig, generate, generate_batched
 from boe_eval.models import Denoiser, DreamDenoiser, LLaDADenoiser, MDLMDenoiser, load_denoiser
 from boe_eval.models.compat import compatible_model_class, default_rope_parameters, transformers_major
 from boe_eval.models.dream import dream_attention_inputs

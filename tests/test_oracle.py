@@ -198,7 +198,7 @@ def test_task_metrics_match_the_yaml_and_score_the_generating_sample_as_valid(na
 
     import yaml
 
-    from boe_eval.harness.provenance import REPO_ROOT
+    from boe_eval.provenance import REPO_ROOT
 
     folder = REPO_ROOT / "tasks" / f"oracle_{name}"
     spec = importlib.util.spec_from_file_location(f"oracle_task_{name}", folder / "utils.py")

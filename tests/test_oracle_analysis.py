@@ -80,7 +80,7 @@ def test_tis_is_the_exact_first_order_entropy_drop_and_hard_drops_are_exact():
 
 def test_oracle_summary_pairs_each_sampler_with_confidence_at_the_same_budget(tmp_path):
     from boe_eval.analysis.oracle_summary import oracle_table
-    from boe_eval.harness.results import write_cell
+    from boe_eval.store import write_cell
 
     def cell(cid, variant, budget, scores, order):
         common = {"cell_id": cid, "variant": variant, "sampler": variant, "budget": budget, "steps": budget,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from boe_eval.harness.results import read_rows
+from boe_eval.store import read_rows
 
 EXE = str(Path(sys.executable).with_name("boe-eval"))
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}

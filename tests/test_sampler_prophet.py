@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import yaml
 
 from boe_eval.decoding.loop import DecodeConfig, generate
-from boe_eval.decoding.schedule import ConfigError
+from boe_eval.errors import ConfigError
 from boe_eval.samplers import build_sampler
 from boe_eval.samplers.prophet import ProphetConfig, phase_threshold
 from test_samplers_baselines import PROMPTS, REPO, ScriptedDenoiser, committed_per_step, encode, reference_model, run

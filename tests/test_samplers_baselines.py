@@ -18,7 +18,7 @@ import yaml
 
 import reference_samplers as ref
 from boe_eval.decoding.loop import DecodeConfig, generate
-from boe_eval.decoding.schedule import ConfigError
+from boe_eval.errors import ConfigError
 from boe_eval.models.denoiser import Denoiser
 from boe_eval.samplers import SAMPLERS, build_sampler
 from boe_eval.samplers.klass import KlassSampler

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from boe_eval.decoding.schedule import ConfigError
+from boe_eval.errors import ConfigError
 from boe_eval.harness.task_data import read_records
 from boe_eval.sandbox import EXITED, FAILED, KILLED, PASSED, TIMEOUT, Sandbox, SandboxLimits, TestedProgram, code_tasks
 from boe_eval.sandbox.adversarial import CASES, CHEATS, ENDING_CASES, LEAK_CASES, SPAWN_50, case

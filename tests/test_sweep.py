@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from boe_eval.decoding.schedule import ConfigError
-from boe_eval.harness.results import read_rows
+from boe_eval.errors import ConfigError
+from boe_eval.store import read_rows
 from boe_eval.harness.sweep import derive_steps, knob_rule, plan_sweep, read_sweep, run_sweep
 
 TESTS = Path(__file__).parent
@@ -132,7 +132,7 @@ def test_plan_has_one_cell_per_sampler_budget_seed(tiny_bert_dir, tmp_path):
     got = sorted((c.entry.label, c.budget, c.spec.steps, c.spec.seed) for c in cells)
     want = sorted((s, b, b, seed) for s in ("confidence", "random order") for b in (2, 4, 8) for seed in (1, 2))
     assert got == want
-    from boe_eval.harness.results import cell_id
+    from boe_eval.store import cell_id
 
     assert len({cell_id(c.spec.identity()) for c in cells}) == 12
     only = plan_sweep(compose(overrides + ["sweep.only.sampler=random order", "sweep.only.budget=4"]))
@@ -226,7 +226,7 @@ def test_a_damaged_cell_is_recomputed_and_the_table_equals_the_uninterrupted_one
     tables equal those of an uninterrupted run."""
     import shutil
 
-    from boe_eval.harness.results import DamagedCellWarning
+    from boe_eval.store import DamagedCellWarning
 
     conf = tmp_path / "conf"
     reference = tmp_path / "reference"
@@ -464,7 +464,7 @@ def test_default_output_folders_do_not_depend_on_the_working_directory(tmp_path,
     `boe-eval` is started; an explicit relative `output_dir=` is resolved against the working directory."""
     from omegaconf import OmegaConf
 
-    from boe_eval.harness.results import check_output_dir
+    from boe_eval.store import check_output_dir
 
     monkeypatch.chdir(tmp_path)
     cfg = compose(["sweep=tiny_sudoku_nfe"])

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from boe_eval.decoding.schedule import ConfigError
+from boe_eval.errors import ConfigError
 from boe_eval.tiny import addition, word_problems
 from boe_eval.tiny.registry import TINY_TASKS, get_tiny_task
 from boe_eval.tiny.tokenizer import build_char_tokenizer
@@ -171,7 +171,7 @@ def test_mdm_loss_of_uniform_predictions_is_log_vocab():
 
 @pytest.mark.parametrize("name", NEW_TASKS)
 def test_lm_eval_task_scores_gold_targets_one(name):
-    from boe_eval.harness.evaluate import task_manager
+    from boe_eval.harness.task_index import task_manager
 
     manager = task_manager(())
     task_obj = manager.load_task_or_group([name])[name]

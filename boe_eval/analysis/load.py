@@ -1,7 +1,7 @@
 """Result rows -> pandas (issue 7). Reads every `rows/*.jsonl` under a results folder (a sweep run in
 one process and a Hydra multirun land in the same layout) into one DataFrame per row type.
 
-Only cells whose file verifies are read (`boe_eval.harness.results`: damaged files are skipped with a
+Only cells whose file verifies are read (`boe_eval.store`: damaged files are skipped with a
 warning). Seeds of one operating point are pooled only when their cells agree on everything that
 makes them the same experiment (`MUST_AGREE`: model directory, limit, dtype, task, code commit and the
 sampler's parameters) and have distinct seeds; anything else is one `PoolingError` naming the field,
@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from boe_eval.analysis.intervals import accuracy_ci
-from boe_eval.harness.results import ROWS_DIR, read_rows
+from boe_eval.store import ROWS_DIR, read_rows
 
 #: columns every summary frame has, filled with NA for rows written outside a sweep
 SWEEP_COLUMNS = ("budget_axis", "budget", "variant", "sweep.knob", "sweep.knob_value", "sweep.placement",
@@ -156,7 +156,7 @@ def check_pooling(cells: pd.DataFrame) -> None:
 def planned_summary(spec, cid: str, knob_value=None, code: str | None = None) -> dict:
     """The fields of the summary row a planned cell (a `CellSpec`) will write that `check_pooling`
     compares, so a run can be checked against a results folder before any model is loaded."""
-    from boe_eval.harness.provenance import git_commit
+    from boe_eval.provenance import git_commit
 
     flat = {f"sampler.{k}": (v if isinstance(v, (int, float, str, bool)) or v is None else str(v))
             for k, v in spec.sampler_params.items()}

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from boe_eval.analysis.paired import paired_test
-from boe_eval.harness.results import read_rows
+from boe_eval.store import read_rows
 
 ALPHA = 0.05
 EXTRA_METRICS = ("metric.valid", "metric.log_prob", "metric.mode_gap", "metric.mode_match")

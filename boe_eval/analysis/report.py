@@ -23,7 +23,7 @@ def write_text_atomic(path: Path, text: str) -> Path:
     """Atomic text write (a report rewritten by concurrent multirun jobs is never half a file); the
     temporary file is removed on every error path (full disk, read-only folder), which raises
     `StoreError` (one line)."""
-    from boe_eval.harness.results import StoreError, describe_os_error
+    from boe_eval.store import StoreError, describe_os_error
 
     tmp = None
     try:
@@ -61,7 +61,7 @@ def write_report(
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        from boe_eval.harness.results import StoreError, describe_os_error
+        from boe_eval.store import StoreError, describe_os_error
 
         raise StoreError(describe_os_error(err, out)) from None
     x = x or default_x(points)
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="budget of the main (Table 2/3) table (default: each column's largest)")
     parser.add_argument("--no-plot", action="store_true", help="tables only")
     args = parser.parse_args(argv)
-    from boe_eval.harness.results import print_store_warnings
+    from boe_eval.store import print_store_warnings
 
     print_store_warnings("boe-report")  # a damaged cell: one warning line, the report of the others
     try:

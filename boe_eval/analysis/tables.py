@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from boe_eval.decoding.diagnostics import agreement_warning
-from boe_eval.harness.sweep import BUDGET_AXES, MEASURED_COLUMN
+from boe_eval.compute_axes import BUDGET_AXES, MEASURED_COLUMN
 
 AXIS_UNITS = {"steps": "steps", "nfe": "NFE", "forward_equivalents": "fwd-eq", "wall_time": "s"}
 

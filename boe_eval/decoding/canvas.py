@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from boe_eval.decoding.schedule import ConfigError
+from boe_eval.errors import ConfigError
 from boe_eval.models.denoiser import Denoiser
 
 

@@ -38,7 +38,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from boe_eval.decoding.meter import Meter, MeteredDenoiser
-from boe_eval.decoding.schedule import ConfigError
+from boe_eval.errors import ConfigError
 from boe_eval.models.denoiser import Denoiser
 
 _METER_FIELDS = ("forwards", "backwards", "nfe", "tokens", "wall_time")

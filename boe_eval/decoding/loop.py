@@ -23,7 +23,8 @@ from boe_eval.decoding.diagnostics import DecisionDiagnostics
 from boe_eval.decoding.meter import Meter, MeteredDenoiser
 from boe_eval.decoding.prediction import prepare_prediction
 from boe_eval.decoding.rules import check_decision, confidence_for_rows
-from boe_eval.decoding.schedule import ConfigError, validate_layout
+from boe_eval.errors import ConfigError
+from boe_eval.decoding.schedule import validate_layout
 from boe_eval.decoding.state import StepContext, StepDecision
 from boe_eval.decoding.stopping import StopWatcher, cut_at_stop, generation_text
 from boe_eval.decoding.trajectory import TrajectoryRecorder

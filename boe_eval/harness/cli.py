@@ -13,7 +13,6 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -23,7 +22,8 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from boe_eval.errors import ConfigError  # noqa: E402  (torch-free: `boe-eval --help` imports no torch)
-from boe_eval.harness.provenance import REPO_ROOT  # noqa: E402
+from boe_eval.harness.specs import build_specs  # noqa: E402
+from boe_eval.provenance import REPO_ROOT  # noqa: E402
 
 CONFIG_DIR = Path(os.environ.get("BOE_EVAL_CONFIGS", REPO_ROOT / "configs"))
 log = logging.getLogger("boe_eval")
@@ -31,121 +31,6 @@ log = logging.getLogger("boe_eval")
 #: default output folders (`outputs/...`, `results/<sweep>`) do not depend on the working directory
 if not OmegaConf.has_resolver("boe_root"):
     OmegaConf.register_new_resolver("boe_root", lambda: str(CONFIG_DIR.resolve().parent))
-
-
-def _positive_int_or_none(name: str, value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{name}={value!r} is invalid: it must be a positive integer (or null for all)")
-    return value
-
-
-def _required(cfg: DictConfig, key: str, group: str) -> Any:
-    value = OmegaConf.select(cfg, key, default=None)
-    if value is None:
-        raise ConfigError(f"{key} is missing: the {group} config must set it")
-    return value
-
-
-def build_specs(cfg: DictConfig) -> list[tuple[Any, Any]]:
-    """Validate the composed config and return [(CellSpec, Sampler)] without loading any model."""
-    from boe_eval.decoding.loop import DecodeConfig
-    from boe_eval.harness.evaluate import CellSpec, check_sampler_fits_model, check_task
-    from boe_eval.harness.schema import check_model_dir, check_task_data, check_task_yaml, validate_job
-    from boe_eval.samplers.base import build_sampler
-
-    validate_job(cfg)  # types and ranges of every field (issue 8 schema)
-    limit = _positive_int_or_none("limit", cfg.limit)
-    batch_size = _positive_int_or_none("batch_size", cfg.batch_size)
-    if batch_size is None:
-        raise ConfigError("batch_size=null is invalid: it must be a positive integer")
-    gen_length, steps = cfg.gen_length, cfg.steps
-    block_length = cfg.block_length if cfg.block_length is not None else gen_length
-    DecodeConfig(gen_length=gen_length, steps=steps, block_length=block_length, temperature=cfg.temperature).validate()
-    model_path = str(_required(cfg, "model.path", "model"))
-    check_model_dir(model_path)  # missing or corrupt model directory: one-line error before loading
-    task_name = str(_required(cfg, "task.name", "task"))
-    lm_task = str(_required(cfg, "task.lm_eval_task", "task"))
-    include = tuple(str(p) for p in (OmegaConf.select(cfg, "task.include_paths", default=None) or []))
-    try:
-        check_task(lm_task, include)
-    except ConfigError:
-        check_task_yaml(lm_task, include)  # a malformed task YAML, not an unknown task
-        raise
-    # missing data files, unreported primary metric: one-line error before loading the model
-    check_task_data(lm_task, include, str(_required(cfg, "task.primary_metric", "task")))
-    members = OmegaConf.select(cfg, "sampler.members", default=None)
-    raw_params = OmegaConf.select(cfg, "sampler.params", default=None)
-    params = OmegaConf.to_container(raw_params, resolve=True) if raw_params is not None else {}
-    if members and params:
-        raise ConfigError(
-            f"sampler.params={params} cannot be used with the comparison config {cfg.sampler.get('name')!r}: "
-            "choose one sampler (e.g. sampler=confidence) to set its parameters"
-        )
-    entries = [(str(m), {}) for m in members] if members else [(str(_required(cfg, "sampler.name", "sampler")), params)]
-    specs = []
-    label = None if members else sampler_label(str(entries[0][0]))
-    for name, sampler_params in entries:
-        sampler = build_sampler(name, **sampler_params)
-        check_sampler_fits_model(sampler, model_path)  # e.g. ReMDM sigma-schedules on LLaDA: before loading
-        spec = CellSpec(
-            model_name=model_label(cfg, model_path),
-            model_path=model_path,
-            sampler=name,
-            sampler_params=sampler.params(),
-            task=task_name,
-            lm_eval_task=lm_task,
-            primary_metric=str(_required(cfg, "task.primary_metric", "task")),
-            gen_length=int(gen_length),
-            steps=int(steps),
-            block_length=int(block_length),
-            temperature=float(cfg.temperature),
-            seed=int(cfg.seed),
-            limit=limit,
-            batch_size=batch_size,
-            early_stop=bool(cfg.early_stop),
-            record_trajectory=bool(cfg.record_trajectory),
-            dtype=str(cfg.model.get("dtype", "float32")),
-            device=str(cfg.model.get("device", "cpu")),
-            include_paths=list(include),
-            confirm_run_unsafe_code=bool(cfg.get("confirm_run_unsafe_code", True)),
-            apply_chat_template=bool(cfg.model.get("chat_template", False)),
-            label=label,
-        )
-        specs.append((spec, sampler))
-    return specs
-
-
-def model_label(cfg: DictConfig, model_path: str) -> str:
-    """The model's name in rows and tables: the model config's `name`, except when that names a
-    built-in model while `model.path` points elsewhere (`model.path=/tmp/random_bert` on top of the
-    default config must not be reported as the built-in model): then the directory's name."""
-    from boe_eval.models.loading import BUILTIN_DIR
-
-    name = cfg.model.get("name")
-    if name and (BUILTIN_DIR / str(name)).is_dir() and model_path != f"builtin:{name}":
-        if Path(model_path).resolve() != (BUILTIN_DIR / str(name)).resolve():
-            name = Path(model_path).name or model_path
-    return str(name or model_path)
-
-
-def sampler_label(name: str) -> str:
-    """How a one-sampler job is named in tables and plots: the Hydra sampler config chosen (e.g.
-    `boe_no_gating`, which is `boe` with one switch changed) followed by any `sampler.params.*`
-    overrides of the command line, so the runs of `-m sampler=boe,boe_no_gating` or of a swept
-    parameter stay apart. Outside a Hydra run (tests, scripts): the sampler's name."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return name
-    hydra_cfg = HydraConfig.get()
-    label = str(hydra_cfg.runtime.choices.get("sampler") or name)
-    prefix = "sampler.params."
-    overrides = [o.lstrip("+~") for o in hydra_cfg.overrides.task if o.lstrip("+~").startswith(prefix)]
-    if overrides:
-        label += " (" + ", ".join(sorted(o[len(prefix):] for o in overrides)) + ")"
-    return label
 
 
 def run_job(cfg: DictConfig) -> Path:
@@ -158,7 +43,7 @@ def run_job(cfg: DictConfig) -> Path:
     from boe_eval.harness.evaluate import evaluate_cell
     from boe_eval.analysis.load import PoolingError, check_store_accepts, planned_summary
     from boe_eval.harness.schema import check_device_available
-    from boe_eval.harness.results import (
+    from boe_eval.store import (
         cell_id,
         cell_path,
         check_output_dir,
@@ -245,7 +130,7 @@ def fail(message: str) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def _hydra_entry(cfg: DictConfig) -> None:
-    from boe_eval.harness.results import describe_os_error
+    from boe_eval.store import describe_os_error
 
     try:
         run(cfg)
@@ -257,7 +142,7 @@ def _hydra_entry(cfg: DictConfig) -> None:
 
 def check(cfg: DictConfig) -> None:
     """Validate one composed job without loading a model (a sweep: every one of its cells)."""
-    from boe_eval.harness.results import check_output_dir
+    from boe_eval.store import check_output_dir
 
     try:  # the default (Hydra's run folder) is only known once Hydra runs the job
         output_dir = OmegaConf.select(cfg, "output_dir", throw_on_resolution_failure=True)
@@ -275,7 +160,7 @@ def check(cfg: DictConfig) -> None:
 
 def main() -> None:
     if not {"--help", "-h", "--hydra-help"} & set(sys.argv[1:]):  # help needs neither pre-flight nor torch
-        from boe_eval.harness.results import print_store_warnings
+        from boe_eval.store import print_store_warnings
         from boe_eval.harness.schema import preflight
 
         print_store_warnings("boe-eval")  # a damaged cell: one warning line, then it is recomputed

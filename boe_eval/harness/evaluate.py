@@ -3,7 +3,6 @@ its per-example samples plus the meter's per-request compute into tidy rows."""
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
@@ -14,14 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from boe_eval.decoding.diagnostics import decision_summary
-from boe_eval.decoding.schedule import ConfigError
+from boe_eval.errors import ConfigError
 from boe_eval.harness.lm_adapter import BoeLM, attach_compute
-from boe_eval.harness.provenance import REPO_ROOT, runtime_facts
-from boe_eval.harness.results import wilson_interval
+from boe_eval.harness.task_index import task_manager_for
+from boe_eval.provenance import runtime_facts
+from boe_eval.store import wilson_interval
 from boe_eval.models.denoiser import Denoiser
 from boe_eval.samplers.base import Sampler
 
-TASKS_DIR = REPO_ROOT / "tasks"
 log = logging.getLogger(__name__)
 
 
@@ -76,57 +75,9 @@ class CellSpec:
         }
 
 
-class _DropMetadataHint(logging.Filter):
-    """lm-eval logs, at every load of a task with a `custom_dataset` (all the built-in tiny tasks), a hint
-    that custom kwargs can be passed with its CLI's `--metadata`: advice for lm-eval's own CLI that boe-eval
-    users cannot act on, printed twice per run (pre-flight and job)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "can be passed to `--metadata`" not in record.getMessage()
-
-
-@functools.lru_cache(maxsize=8)
-def task_manager(include_paths: tuple[str, ...], include_defaults: bool = False):
-    """lm-eval's TaskManager over the project's tasks (and `include_paths`); with `include_defaults`, over
-    lm-eval's own ~14,700 task YAMLs too, which takes tens of seconds to index: see `task_manager_for`."""
-    from lm_eval.tasks import TaskManager
-
-    task_logger = logging.getLogger("lm_eval.api.task")
-    if not any(isinstance(f, _DropMetadataHint) for f in task_logger.filters):
-        task_logger.addFilter(_DropMetadataHint())
-    return TaskManager(include_path=[str(TASKS_DIR), *include_paths], include_defaults=include_defaults)
-
-
-def task_manager_for(name: str, include_paths: tuple[str, ...] = ()):
-    """The TaskManager that knows `name`: the project's index, else (only then) the one with lm-eval's own tasks."""
-    manager = task_manager(include_paths)
-    if name in manager.all_tasks:
-        return manager
-    return task_manager(include_paths, include_defaults=True)
-
-
-def project_tasks(include_paths: tuple[str, ...] = ()) -> list[str]:
-    """Names of the tasks defined under `tasks/` (and any extra include paths)."""
-    manager = task_manager(include_paths)
-    roots = [str(Path(p).resolve()) for p in (TASKS_DIR, *include_paths)]
-    return sorted(
-        name
-        for name, entry in manager.task_index.items()
-        if getattr(entry, "yaml_path", None) and any(str(entry.yaml_path).startswith(r) for r in roots)
-    )
-
-
-def check_task(name: str, include_paths: tuple[str, ...] = ()) -> None:
-    """Fail early, before any model is loaded, when lm-eval does not know the task (lm-eval's own tasks are
-    indexed only for a name that the project's tasks do not define)."""
-    if name not in task_manager_for(name, include_paths).all_tasks:
-        raise ConfigError(
-            f"task {name!r} is unknown to lm-eval: the project's tasks are {', '.join(project_tasks(include_paths))}"
-        )
-
-
-#: model types (config.json, lower case) whose denoiser takes the diffusion time (boe_eval.models.mdlm)
-TIME_CONDITIONED_MODEL_TYPES = frozenset({"mdlm"})
+#: model types (config.json, lower case) whose denoiser takes the diffusion time: MDLM (boe_eval.models.mdlm) and the
+#: exact oracles, whose conditionals do not depend on it and which accept it (boe_eval.oracles.base)
+TIME_CONDITIONED_MODEL_TYPES = frozenset({"mdlm", "boe_oracle"})
 
 
 def check_sampler_fits_model(sampler: Sampler, model_path: str) -> None:
@@ -134,9 +85,8 @@ def check_sampler_fits_model(sampler: Sampler, model_path: str) -> None:
     remdm_cap, remdm_rescale, remdm_loop) on a model that is not one (LLaDA, Dream, masked LMs) is refused
     in one line, instead of failing at its first step after the model has loaded."""
     from boe_eval.models.loading import read_config
-    from boe_eval.samplers.remdm import RemdmScheduleSampler
 
-    if not isinstance(sampler, RemdmScheduleSampler):
+    if not sampler.needs_time_conditioning:
         return
     model_type = str(read_config(model_path).get("model_type", "")).lower()
     if model_type not in TIME_CONDITIONED_MODEL_TYPES:
@@ -319,4 +269,4 @@ def summarize(rows: list[dict], common: dict, metric_names: list[str], elapsed: 
     return summary
 
 
-__all__ = ["CellSpec", "TASKS_DIR", "check_task", "evaluate_cell", "summarize", "write_samples"]
+__all__ = ["CellSpec", "evaluate_cell", "summarize", "write_samples"]

@@ -35,7 +35,7 @@ from lm_eval.api.registry import register_model
 
 from boe_eval.decoding.elbo import ELBOConfig, LikelihoodResult, elbo_loglikelihoods
 from boe_eval.decoding.loop import DecodeConfig, SequenceResult, cut_at_stop, generate_batched, generation_text
-from boe_eval.decoding.schedule import ConfigError
+from boe_eval.errors import ConfigError
 from boe_eval.harness.distributed import data_parallel
 from boe_eval.harness.likelihood import encode_pair, fit_context, rolling_windows
 from boe_eval.harness.schema import check_sampler_params

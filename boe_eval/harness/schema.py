@@ -29,7 +29,8 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from boe_eval.decoding.schedule import ConfigError, validate_layout
+from boe_eval.errors import ConfigError
+from boe_eval.decoding.schedule import validate_layout
 
 
 def _allowed(default: Any = MISSING, allowed: str = "", **kwargs: Any) -> Any:
@@ -321,7 +322,7 @@ def check_model_dir(path: str) -> None:
 def check_task_data(name: str, include_paths: tuple[str, ...] = (), primary_metric: str | None = None) -> None:
     """Build the lm-eval task, which reads its data: a missing or unreadable data file fails here,
     before the model loads; so does a `primary_metric` that the task does not report."""
-    from boe_eval.harness.evaluate import task_manager_for
+    from boe_eval.harness.task_index import task_manager_for
 
     try:
         loaded = task_manager_for(name, include_paths).load([name])
@@ -344,7 +345,7 @@ def check_task_yaml(name: str, include_paths: Sequence[str] = ()) -> None:
     silently, so a syntax error would otherwise look like an unknown task."""
     from lm_eval.tasks._yaml_loader import load_yaml
 
-    from boe_eval.harness.evaluate import TASKS_DIR
+    from boe_eval.harness.task_index import TASKS_DIR
 
     word = re.compile(rf"(?<![\w-]){re.escape(name)}(?![\w-])")
     for root in (TASKS_DIR, *include_paths):

@@ -2,7 +2,7 @@
 
 A sweep (`configs/sweep/<name>.yaml`, under the `sweep:` key) names samplers and compute budgets on
 one budget axis; the model and task come from the composed config. Every (model, sampler, budget,
-task, seed) is one cell of the results store (`boe_eval.harness.results`): written atomically with a
+task, seed) is one cell of the results store (`boe_eval.store`): written atomically with a
 completion record, skipped on rerun only if its file verifies (a damaged one is recomputed) and
 claimed under a per-cell lock, so a sweep killed at any point and restarted ends with the same rows
 and two sweeps into one folder never compute a cell twice.
@@ -37,17 +37,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from boe_eval.decoding.schedule import ConfigError
+from boe_eval.compute_axes import BUDGET_AXES, MEASURED_COLUMN
+from boe_eval.errors import ConfigError
 
-BUDGET_AXES: dict[str, str] = {
-    "steps": "denoising steps (fixed horizon, not compute-matched)",
-    "nfe": "NFE per sequence (denoiser calls, paper App. A.3.4)",
-    "forward_equivalents": "forward-equivalents per sequence (backward = 2 forwards)",
-    "wall_time": "wall time per sequence (s)",
-}
-#: the summary-row column holding each axis' measured compute per sequence
-MEASURED_COLUMN = {"steps": "nfe", "nfe": "nfe", "forward_equivalents": "forward_equivalents",
-                   "wall_time": "seconds_per_sequence"}
 CALIBRATION_FILE = "calibration.json"
 
 
@@ -308,7 +300,7 @@ def _cell_config(cfg: DictConfig, entry: SweepEntry, params: dict, steps: int, s
 
 def plan_sweep(cfg: DictConfig, seconds_per_forward: float | None = None) -> list[SweepCell]:
     """Every cell of the sweep (after `sweep.only` selection), validated, without loading a model."""
-    from boe_eval.harness.cli import build_specs
+    from boe_eval.harness.specs import build_specs
     from boe_eval.samplers.base import build_sampler
 
     sweep = read_sweep(cfg)
@@ -384,7 +376,7 @@ def budget_check(cell: SweepCell, summary: Mapping[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------- wall time
 def _write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
     """Write JSON through a temporary file (removed on every error path: full disk, read-only...)."""
-    from boe_eval.harness.results import StoreError, describe_os_error
+    from boe_eval.store import StoreError, describe_os_error
 
     tmp = None
     try:
@@ -441,7 +433,7 @@ def _check_store(results_dir: Path, cells: list[SweepCell]) -> None:
     """A sweep into a folder holding cells of another experiment (other limit, model directory,
     dtype or code at the same operating points) stops here with one line, before any model loads."""
     from boe_eval.analysis.load import PoolingError, check_store_accepts, planned_summary
-    from boe_eval.harness.results import cell_id
+    from boe_eval.store import cell_id
 
     planned = []
     for cell in cells:
@@ -464,7 +456,7 @@ def run_sweep(cfg: DictConfig) -> Path:
 
     from boe_eval.harness.distributed import data_parallel
     from boe_eval.harness.evaluate import evaluate_cell
-    from boe_eval.harness.results import cell_id, check_output_dir, claim_cell, ensure_results_dir, write_cell
+    from boe_eval.store import cell_id, check_output_dir, claim_cell, ensure_results_dir, write_cell
     from boe_eval.harness.schema import check_device_available
     from boe_eval.models.loading import load_denoiser
 

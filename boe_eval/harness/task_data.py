@@ -15,7 +15,7 @@ from pathlib import Path
 
 import datasets
 
-from boe_eval.decoding.schedule import ConfigError
+from boe_eval.errors import ConfigError
 
 
 def read_records(path: str | Path) -> list[dict]:

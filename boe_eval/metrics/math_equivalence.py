@@ -25,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-from boe_eval.decoding.schedule import ConfigError
+from boe_eval.errors import ConfigError
 
 DEFAULT_TIMEOUT_S = 10.0
 STARTUP_TIMEOUT_S = 180.0

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from boe_eval.decoding.schedule import ConfigError
+from boe_eval.errors import ConfigError
 
 AQA_MODES = ("faithful", "efficient")
 

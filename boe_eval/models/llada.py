@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from boe_eval.decoding.schedule import ConfigError
+from boe_eval.errors import ConfigError
 from boe_eval.models.denoiser import Denoiser
 from boe_eval.models.loading import LOADERS, load_remote_code_model, load_tokenizer
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from boe_eval.decoding.schedule import ConfigError
+from boe_eval.errors import ConfigError
 from boe_eval.models.denoiser import Denoiser
 
 #: model_type (lower case) -> loader(path, dtype, device) -> Denoiser
@@ -92,7 +92,7 @@ def read_config(path: str | Path) -> dict:
 
 def _load_oracle(path: str | Path, dtype: torch.dtype = torch.float64, device: str = "cpu") -> Denoiser:
     """Exact oracle denoisers (boe_eval.oracles): always float64."""
-    from boe_eval.oracles.base import load_oracle
+    from boe_eval.oracles.load import load_oracle
 
     return load_oracle(path, dtype=dtype, device=device)
 

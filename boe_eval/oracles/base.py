@@ -193,30 +193,6 @@ def write_oracle_dir(folder: Path, kind: str, symbols: str, tensors: dict[str, T
     build_char_tokenizer(symbols + FREE + SEPARATOR).save_pretrained(str(folder))
 
 
-def load_oracle(path: str | Path, dtype=None, device: str = "cpu") -> OracleDenoiser:
-    """Loader registered as LOADERS['boe_oracle']: always float64, whatever `dtype` asks."""
-    from safetensors.torch import load_file
-    from transformers import AutoTokenizer
-
-    from boe_eval.oracles import hmm, sudoku4
-
-    path = Path(path)
-    config = json.loads((path / "config.json").read_text())
-    tensors = load_file(str(path / "model.safetensors"))
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
-    name = f"oracle:{path.name}"
-    kinds = {"hmm": hmm.HMMOracle, "sudoku4": sudoku4.Sudoku4Oracle}
-    if config.get("oracle") not in kinds:
-        from boe_eval.decoding.schedule import ConfigError
-
-        raise ConfigError(f"oracle={config.get('oracle')!r} in {path / 'config.json'} is unknown: choose one of {', '.join(kinds)}")
-    oracle = kinds[config["oracle"]].from_tensors(tensors, tokenizer, config["symbols"], name)
-    oracle.model.to(device)
-    return oracle
-
-
-
-
 def score_response(oracle: OracleDenoiser, template: str, response: str) -> dict[str, float]:
     """Oracle-only metrics of one decoded sequence (T = 0 protocol):
     `valid` 1 if the sequence has positive probability given the template (in the support), else 0;
@@ -235,4 +211,4 @@ def score_response(oracle: OracleDenoiser, template: str, response: str) -> dict
     return out
 
 
-__all__ = ["FREE", "LOG_ZERO", "MODEL_TYPE", "OracleDenoiser", "SEPARATOR", "load_oracle", "score_response", "write_oracle_dir"]
+__all__ = ["FREE", "LOG_ZERO", "MODEL_TYPE", "OracleDenoiser", "SEPARATOR", "score_response", "write_oracle_dir"]

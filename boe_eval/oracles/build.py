@@ -36,7 +36,7 @@ def parameters(name: str) -> dict[str, torch.Tensor]:
 
 def task_items(name: str) -> list[dict]:
     """Test items: a template (prompt) and the sequence it was revealed from (a draw from the oracle's p)."""
-    from boe_eval.oracles.base import load_oracle
+    from boe_eval.oracles.load import load_oracle
 
     spec = ORACLES[name]
     rng = np.random.default_rng(1000 + spec["seed"])
@@ -58,7 +58,7 @@ def task_items(name: str) -> list[dict]:
 def write_frequencies(name: str) -> None:
     """token_frequencies.json for PC-Sampler: the oracle's exact prior symbol frequencies (mean over positions of
     p(x_t = s), no evidence), in the format of scripts/build_token_frequencies.py (num_tokens is nominal)."""
-    from boe_eval.oracles.base import load_oracle
+    from boe_eval.oracles.load import load_oracle
 
     oracle = load_oracle(ORACLE_DIR / name)
     n = ORACLES[name]["gen_length"]

@@ -14,7 +14,8 @@ import torch
 from torch import Tensor
 
 from boe_eval.decoding.meter import MeteredDenoiser
-from boe_eval.decoding.schedule import ConfigError, uniform_budgets
+from boe_eval.errors import ConfigError
+from boe_eval.decoding.schedule import uniform_budgets
 from boe_eval.decoding.ranking import confidence_fallback, top_k_mask  # noqa: F401  (re-exported for policies)
 from boe_eval.decoding.state import StepContext, StepDecision
 
@@ -47,6 +48,9 @@ class Sampler:
     #: True if the policy remasks written tokens on its own schedule (ReMDM sigma-schedules): the loop then
     #: runs every planned step of a block even when the block has no masked slot left.
     runs_all_planned_steps: ClassVar[bool] = False
+    #: True if the policy needs the diffusion time t of a time-conditioned denoiser (the MDLM sigma-schedules):
+    #: the pre-flight then refuses models that are not time-conditioned, before any model loads.
+    needs_time_conditioning: ClassVar[bool] = False
 
     def __init__(self, config: SamplerConfig | None = None) -> None:
         self.config = config if config is not None else self.default_config()

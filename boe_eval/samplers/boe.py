@@ -46,7 +46,7 @@ import torch
 from torch import Tensor
 
 from boe_eval.decoding.meter import MeteredDenoiser
-from boe_eval.decoding.schedule import ConfigError
+from boe_eval.errors import ConfigError
 from boe_eval.decoding.state import StepContext, StepDecision
 from boe_eval.models.aqa import AQA_MODES, ActiveQueries, prediction_query_rows
 from boe_eval.samplers.base import Sampler, SamplerConfig, confidence_fallback, register_sampler, top_k_mask

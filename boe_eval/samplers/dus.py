@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from boe_eval.decoding.schedule import ConfigError
+from boe_eval.errors import ConfigError
 from boe_eval.decoding.state import StepContext, StepDecision
 from boe_eval.samplers.base import Sampler, SamplerConfig, register_sampler
 

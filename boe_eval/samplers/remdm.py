@@ -50,7 +50,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from boe_eval.decoding.schedule import ConfigError, uniform_budgets
+from boe_eval.errors import ConfigError
+from boe_eval.decoding.schedule import uniform_budgets
 from boe_eval.decoding.state import StepContext, StepDecision
 from boe_eval.samplers.base import Sampler, SamplerConfig, register_sampler, top_k_mask
 
@@ -244,6 +245,7 @@ class RemdmScheduleSampler(Sampler):
 
     config: RemdmScheduleConfig
     runs_all_planned_steps = True  # written slots may be remasked at any of the S steps, as in the reference
+    needs_time_conditioning = True
 
     def transition(self, t: float, s: float) -> tuple[float, float]:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from boe_eval.decoding.schedule import ConfigError
+from boe_eval.errors import ConfigError
 
 MiB = 1 << 20
 

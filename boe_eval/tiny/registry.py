@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from boe_eval.decoding.schedule import ConfigError
+from boe_eval.errors import ConfigError
 from boe_eval.tiny import addition, sudoku, word_problems
 from boe_eval.tiny.task import TinyTask
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from boe_eval.decoding.schedule import ConfigError
+from boe_eval.errors import ConfigError
 
 ROWS_DIR = "rows"
 COMPLETION = "cell_complete"  #: row_type of the completion record (the last line of a cell file)
