@@ -55,6 +55,13 @@ class BoESpy(BoESampler):
         return decision
 
 
+def _first_row(ctx):
+    """The step context of the first row alone (its generators are set by the caller)."""
+    fields = ("x", "attention_mask", "masked", "eligible", "committed", "gen_start", "block_start", "block_end",
+              "logits", "x0", "suppressed", "budget", "rows")
+    return dataclasses.replace(ctx, **{name: getattr(ctx, name)[:1] for name in fields})
+
+
 def _boe_spy(denoiser, seeds=None, gen_length=16, steps=8, **params):
     spy = BoESpy(BoEConfig(**params))
     spy.config.validate()
@@ -126,10 +133,7 @@ def test_boe_random_is_uniform_within_the_prefilter(sudoku64):
     independent draws (binomial sd ~ 32, tolerance 5 sd) and each of the 6 pairs in a sixth of them."""
     spy, _ = _boe_spy(sudoku64, rho=0.25, signal="random", steps=8)
     ctx = spy.steps[0]["ctx"]  # 16 masked slots: b_t = 2, |C_t| = 4
-    ctx = dataclasses.replace(ctx, x=ctx.x[:1], attention_mask=ctx.attention_mask[:1], masked=ctx.masked[:1],
-                              eligible=ctx.eligible[:1], committed=ctx.committed[:1], gen_start=ctx.gen_start[:1],
-                              block_start=ctx.block_start[:1], block_end=ctx.block_end[:1], logits=ctx.logits[:1],
-                              x0=ctx.x0[:1], suppressed=ctx.suppressed[:1], budget=ctx.budget[:1], rows=ctx.rows[:1])
+    ctx = _first_row(ctx)
     sampler = build_sampler("boe", rho=0.25, signal="random")
     cand = candidate_set(ctx, 0.25)[0]
     assert int(cand.sum()) == 4 and int(ctx.budget[0]) == 2
@@ -221,15 +225,14 @@ def test_lookum_random_draws_the_same_sets_and_keeps_one_without_verifying(sudok
     # same state, same generator state: the control's sets are the method's sets
     ctx = spy.steps[0]["ctx"]
     method, control = LookumSampler(LookumConfig(k=2)), LookumSampler(LookumConfig(k=2, signal="random"))
-    sets_m = method.candidate_sets(dataclasses.replace(ctx, generators=[torch.Generator().manual_seed(s) for s in (7, 8, 9)]))
-    sets_c = control.candidate_sets(dataclasses.replace(ctx, generators=[torch.Generator().manual_seed(s) for s in (7, 8, 9)]))
+    sets_m, sets_c = (
+        sampler.candidate_sets(dataclasses.replace(ctx, generators=[torch.Generator().manual_seed(s) for s in (7, 8, 9)]))
+        for sampler in (method, control)
+    )
     assert all(torch.equal(a, b) for a, b in zip(sets_m, sets_c))
     # uniform choice between the k = 2 sets (where they differ)
     generator = torch.Generator().manual_seed(0)
-    single = dataclasses.replace(ctx, x=ctx.x[:1], attention_mask=ctx.attention_mask[:1], masked=ctx.masked[:1],
-                                 eligible=ctx.eligible[:1], committed=ctx.committed[:1], gen_start=ctx.gen_start[:1],
-                                 block_start=ctx.block_start[:1], block_end=ctx.block_end[:1], logits=ctx.logits[:1],
-                                 x0=ctx.x0[:1], suppressed=ctx.suppressed[:1], budget=ctx.budget[:1], rows=ctx.rows[:1])
+    single = _first_row(ctx)
     first, differ, draws = 0, 0, 2000
     for _ in range(draws):
         state = generator.get_state()
