@@ -62,15 +62,36 @@ class StepCost:
         return forwards + backward_cost * self.backwards
 
 
+@dataclass(frozen=True)
+class VaryingStepCost(StepCost):
+    """A step whose compute varies from step to step (e.g. one forward per candidate of C_t): only the fixed-horizon
+    `steps` axis can place it; its rows carry the measured compute."""
+
+    sampler: str = ""
+    what: str = ""
+
+    def on(self, axis: str, backward_cost: float = 2.0) -> float:
+        if axis == "steps":
+            return 1.0
+        raise ConfigError(f"sampler {self.sampler!r} spends {self.what} per step, which varies from step to step: a "
+                          f"{axis} budget cannot set its steps; use budget_axis: steps (its rows carry the measured "
+                          "compute)")
+
+
 def _lookum_cost(params: Mapping[str, Any]) -> StepCost:
     if "k" not in params:
         raise ConfigError("sampler 'lookum' has no parameter 'k' (number of look-ahead paths) to derive its steps from")
+    if params.get("signal") == "random":  # control: no look-ahead forward (docs/samplers/lookum_controls.md)
+        return StepCost(nfe=1)
     return StepCost(nfe=1 + int(params["k"]))
 
 
 def _boe_cost(params: Mapping[str, Any]) -> StepCost:
     """2 NFE (current + surrogate forward) and one backward per step; `fuse_forward` runs the two NFE
-    as one forward with grad (time-independent denoisers), so 1 forward + 1 backward."""
+    as one forward with grad (time-independent denoisers), so 1 forward + 1 backward. The random control
+    (`signal: random`) makes the current forward only (docs/samplers/boe_controls.md)."""
+    if params.get("signal") == "random":
+        return StepCost(nfe=1)
     return StepCost(nfe=2, forwards=1 if params.get("fuse_forward") else 2, backwards=1)
 
 
@@ -109,6 +130,9 @@ KNOB_RULES: dict[str, KnobRule] = {
                         note="steps = budget; an early commit ends decoding, placed at measured NFE"),
     "dus": KnobRule(lambda p: StepCost(1), adaptive="base",
                     note="dilation base swept (NFE = blocks x log_base(block_length)), placed at measured NFE"),
+    "boe_exact": KnobRule(lambda p: VaryingStepCost(nfe=float("nan"), sampler="boe_exact",
+                                                    what="1 + |C_t| NFE (2 + |C_t| time-conditioned), no backward"),
+                          note="exact-objective reference (docs/samplers/boe_exact.md): budget_axis steps only"),
     "info_gain": KnobRule(lambda p: StepCost(int(p.get("candidate_number", 8))), early_exit=True,
                           note="steps = budget / N (N look-ahead forwards per step, the current one reused); "
                                "bypass and duplicate candidates cost less: placed at measured NFE"),
@@ -535,4 +559,5 @@ def run_sweep(cfg: DictConfig) -> Path:
 __all__ = [
     "Assignment", "BUDGET_AXES", "KNOB_RULES", "KnobRule", "MEASURED_COLUMN", "StepCost", "SweepCell", "SweepConfig",
     "SweepEntry", "budget_check", "derive_steps", "knob_rule", "plan_sweep", "read_sweep", "run_sweep",
+    "VaryingStepCost",
 ]

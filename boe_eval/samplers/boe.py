@@ -34,6 +34,12 @@ Choices the paper leaves open, and what is done here (each a config field, recor
 - `fuse_forward`: for time-independent denoisers (LLaDA, Dream, BERT) the relaxed state at alpha = 0 is x_t
   itself, so the surrogate forward equals the current-step forward; fused, one forward with grad serves both
   (via `Sampler.current_prediction`). NFE stays 2 per step (paper accounting, A.3.4); `forwards` shows 1.
+
+Controls (docs/samplers/boe_controls.md): `signal` replaces TIS with the same prefilter C_t, budgets and steps.
+"tis" (default) is the method; "negated" scores -TIS (then the same gate and penalty: same cost, 2 NFE and one
+backward per step); "random" commits b_t slots drawn uniformly from C_t by the row's own generator, with no
+surrogate forward, no backward, no gate and no penalty (1 NFE per step). `signal` is left out of `params()` at
+its default, so the existing configurations keep their result rows and cell ids.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ from boe_eval.samplers.base import Sampler, SamplerConfig, confidence_fallback, 
 FLOOR_SCHEDULES = ("decreasing", "increasing")
 OBJECTIVES = ("remaining", "masked")
 ACTIVE_SETS = ("objective", "candidates")
+SIGNALS = ("tis", "negated", "random")
 
 
 @dataclass
@@ -80,6 +87,8 @@ class BoEConfig(SamplerConfig):
     objective: str = "remaining"
     #: one forward with grad for the current prediction and the surrogate (time-independent denoisers only)
     fuse_forward: bool = False
+    #: the score's signal: "tis" (the method), "negated" (-TIS control) or "random" (uniform within C_t control)
+    signal: str = "tis"
 
     def validate(self) -> None:
         if isinstance(self.rho, bool) or not isinstance(self.rho, (int, float)) or not 0 < self.rho <= 1:
@@ -96,6 +105,7 @@ class BoEConfig(SamplerConfig):
             "aqa_mode": AQA_MODES,
             "active_set": ACTIVE_SETS,
             "objective": OBJECTIVES,
+            "signal": SIGNALS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -105,6 +115,11 @@ class BoEConfig(SamplerConfig):
                 "active_set='candidates' with objective='remaining' gives TIS = 0 for every candidate (eq. 30 detaches "
                 "the only path from the remaining slots' entropies to the candidates): use active_set='objective' "
                 "or objective='masked'"
+            )
+        if self.signal == "random" and self.fuse_forward:
+            raise ConfigError(
+                "fuse_forward=true with signal='random' has nothing to fuse (the random control makes no surrogate "
+                "forward): set fuse_forward=false"
             )
 
 
@@ -240,6 +255,13 @@ def commit_by_score(scores: Tensor, candidates: Tensor, ctx: StepContext) -> Ten
     return (ranks < budget[:, None]) & ctx.eligible
 
 
+def random_scores(ctx: StepContext) -> Tensor:
+    """Uniform keys in [0, 1) [b, L], one draw per slot from each row's own generator (the random control: the
+    top-b_t keys within C_t are a uniformly random b_t-subset of C_t, independent of batch composition)."""
+    keys = [torch.rand(ctx.x.shape[1], generator=g, device=g.device, dtype=torch.float64) for g in ctx.generators]
+    return torch.stack(keys).to(ctx.x.device)
+
+
 # ----------------------------------------------------------------------------------- the policy
 
 
@@ -257,6 +279,11 @@ class BoESampler(Sampler):
     @property
     def _aqa_mode(self) -> str | None:
         return self.config.aqa_mode if self.config.aqa else None
+
+    def __init__(self, config: BoEConfig | None = None) -> None:
+        super().__init__(config)
+        if self.config.signal == "random":
+            self.needs_grad = False  # the random control makes no backward
 
     def current_prediction(
         self, model: MeteredDenoiser, rows: Tensor, x: Tensor, attention_mask: Tensor, timestep: Tensor | None
@@ -288,7 +315,8 @@ class BoESampler(Sampler):
         return candidates | prediction_query_rows(ctx.model.denoiser, objective)
 
     def scores(self, ctx: StepContext, candidates: Tensor) -> dict[str, Tensor]:
-        """TIS, gate, penalty and final score [b, L] for the candidates (0 elsewhere)."""
+        """TIS, gate, penalty and final score [b, L] for the candidates (0 elsewhere); `tis` is TIS itself, also
+        under the negated control (whose score uses -TIS)."""
         cfg = self.config
         objective = objective_positions(ctx.masked, candidates, cfg.objective)
         surrogate = self._surrogate(ctx)
@@ -296,16 +324,26 @@ class BoESampler(Sampler):
         mask_embedding = ctx.model.embed(torch.full((1, 1), ctx.model.mask_id, device=ctx.x.device))[0, 0].detach()
         delta = soft_write_delta(ctx.probs, ctx.model.embedding_matrix.detach(), mask_embedding, candidates)
         tis = token_influence_score(gradient, delta) * candidates
+        signal = -tis if cfg.signal == "negated" else tis  # the negated control flips TIS's sign, nothing else
         gate = confidence_gate(ctx.entropy, ctx.logits.shape[-1])
-        score = gate * tis if cfg.gating else tis.clone()
+        score = gate * signal if cfg.gating else signal.clone()
         floor = entropy_floor(ctx.step, ctx.total_steps, cfg.h_max, cfg.floor_schedule)
         penalty = anti_collapse_penalty(ctx.entropy, floor, cfg.anti_collapse_weight) * candidates
         if cfg.anti_collapse:
             score = score - penalty
         return {"tis": tis, "gate": gate, "penalty": penalty, "score": score, "delta": delta, "gradient": gradient}
 
+    def params(self) -> dict:
+        """All parameters; `signal` only when it is a control (so the method's rows and cell ids are unchanged)."""
+        params = super().params()
+        if params["signal"] == "tis":
+            del params["signal"]
+        return params
+
     def select(self, ctx: StepContext) -> StepDecision:
         candidates = candidate_set(ctx, self.config.rho)
+        if self.config.signal == "random":
+            return StepDecision(commit=commit_by_score(random_scores(ctx), candidates, ctx))
         score, fallbacks = confidence_fallback(self.scores(ctx, candidates)["score"], ctx)
         return StepDecision(commit=commit_by_score(score, candidates, ctx), fallbacks=fallbacks)
 
@@ -316,6 +354,7 @@ __all__ = [
     "BoESampler",
     "FLOOR_SCHEDULES",
     "OBJECTIVES",
+    "SIGNALS",
     "SurrogatePass",
     "anti_collapse_penalty",
     "candidate_set",
@@ -324,6 +363,7 @@ __all__ = [
     "entropy_floor",
     "masked_entropy",
     "objective_positions",
+    "random_scores",
     "relaxed_timestep",
     "soft_write_delta",
     "surrogate_forward",

@@ -20,6 +20,13 @@ What the paper leaves open (its code was not public) and the choice made here:
 - the importance weights are exp(score / selection_temperature) with temperature 1 by default
   (exp(-mean entropy)); the look-ahead forwards are not reused as the next step's prediction.
 Randomness (candidate sets, then the resampling draw) comes from each row's own generator.
+
+Controls (docs/samplers/lookum_controls.md): `signal` replaces the verifier's score, with the same pool, the same
+k candidate sets (the same draws from the row's generator) and the same resampling draw. "verifier" (default) is
+the method; "negated" resamples on minus the score, softmax(+mean entropy / temperature) (same cost, 1 + k NFE
+per step); "random" runs no look-ahead forward and resamples with equal weights, i.e. keeps a uniformly random
+candidate of the k (1 NFE per step). `signal` is left out of `params()` at its default, so the existing
+configurations keep their result rows and cell ids.
 """
 
 from __future__ import annotations
@@ -35,6 +42,9 @@ from boe_eval.decoding.state import StepContext, StepDecision
 from boe_eval.samplers.base import Sampler, SamplerConfig, register_sampler, top_k_mask
 
 
+SIGNALS = ("verifier", "negated", "random")
+
+
 @dataclass
 class LookumConfig(SamplerConfig):
     #: |P|, size of the pool of most certain masked slots (paper default 5)
@@ -43,6 +53,8 @@ class LookumConfig(SamplerConfig):
     k: int = 2
     #: temperature of the importance weights exp(score / temperature) (not reported; 1 = exp(-entropy))
     selection_temperature: float = 1.0
+    #: "verifier" (the method), "negated" (minus the verifier's score) or "random" (no verifier, uniform choice)
+    signal: str = "verifier"
 
     def validate(self) -> None:
         for name in ("pool_size", "k"):
@@ -53,6 +65,8 @@ class LookumConfig(SamplerConfig):
             raise ConfigError(
                 f"selection_temperature={self.selection_temperature!r} is invalid: it must be a finite number > 0"
             )
+        if self.signal not in SIGNALS:
+            raise ConfigError(f"signal={self.signal!r} is unknown: choose one of {', '.join(SIGNALS)}")
 
 
 def mean_slot_entropy(slot_logits: Tensor, masked: Tensor) -> Tensor:
@@ -105,9 +119,21 @@ class LookumSampler(Sampler):
             slot_logits[:, forbidden] = float("-inf")
         return -mean_slot_entropy(slot_logits, still_masked)
 
+    def params(self) -> dict:
+        """All parameters; `signal` only when it is a control (so the method's rows and cell ids are unchanged)."""
+        params = super().params()
+        if params["signal"] == "verifier":
+            del params["signal"]
+        return params
+
     def select(self, ctx: StepContext) -> StepDecision:
         candidates = self.candidate_sets(ctx)
-        scores = torch.stack([self.verify(ctx, c) for c in candidates], dim=1)  # [b, k]
+        if self.config.signal == "random":  # control: no look-ahead forward, equal importance weights
+            scores = torch.zeros(ctx.batch, self.config.k, dtype=torch.float64, device=ctx.x.device)
+        else:
+            scores = torch.stack([self.verify(ctx, c) for c in candidates], dim=1)  # [b, k]
+            if self.config.signal == "negated":
+                scores = -scores
         weights = torch.softmax(scores.double() / self.config.selection_temperature, dim=1)
         commit = torch.zeros_like(ctx.eligible)
         cumulative = torch.cumsum(weights, dim=1)
