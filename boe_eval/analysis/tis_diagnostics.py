@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from boe_eval.decoding.meter import Meter, MeteredDenoiser
+from boe_eval.decoding.meter import Meter
 from boe_eval.decoding.state import StepContext, StepDecision
 from boe_eval.samplers.base import confidence_fallback
 from boe_eval.samplers.boe import (
@@ -39,9 +39,9 @@ def relaxed_entropy_drop(
     With `delta` = E[x0_i] - e_m (a one-hot write of the proposed token) it is the drop of a real, hard write
     (`hard_write_delta`)."""
     meter = Meter(chunk)
-    model = MeteredDenoiser(ctx.model.denoiser, meter)
+    model = ctx.model.with_meter(meter)
     timestep = relaxed_timestep(ctx)
-    forbidden = model.denoiser.forbidden_ids
+    forbidden = model.forbidden_ids
     drop = torch.zeros(candidates.shape, dtype=torch.float64, device=candidates.device)
     with torch.no_grad():
         base = model.embed(ctx.x)

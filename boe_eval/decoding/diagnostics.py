@@ -33,23 +33,10 @@ COUNTERS = ("decision_steps", "decisions_differ", "degenerate_steps", "remasked"
 
 
 def degeneracy(sampler, ctx: StepContext) -> tuple[Tensor, str] | None:
-    """Rows [b] bool whose decision this step equals confidence's by construction, and why (None: no known cause
-    for this sampler)."""
-    name = getattr(sampler, "name", "")
-    config = getattr(sampler, "config", None)
-    budget = ctx.budget.to(ctx.eligible.device)
-    if name == "boe":
-        pool = torch.ceil(config.rho * ctx.eligible.sum(1).double()).long().clamp(min=1)
-        return budget >= pool, (
-            f"BoE's candidate set C_t = ceil(rho |M_t|) (rho = {config.rho:g}) is no larger than the step budget b_t, "
-            "so it commits confidence's top slots: use more steps per token or a larger rho"
-        )
-    if name == "lookum":
-        return budget >= config.pool_size, (
-            f"LookUM's pool (pool_size = {config.pool_size}) is no larger than the step budget b_t, so every candidate "
-            "set is confidence's top-b_t: use more steps or a larger pool_size"
-        )
-    return None
+    """Rows [b] bool whose decision this step equals confidence's by construction, and why: the policy's own
+    `degeneracy(ctx)` (`boe_eval.samplers.base.Sampler`); None when it declares no known cause."""
+    declared = getattr(sampler, "degeneracy", None)
+    return declared(ctx) if callable(declared) else None
 
 
 class DecisionDiagnostics:

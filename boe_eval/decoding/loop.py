@@ -5,15 +5,13 @@ prediction, let the sampler decide which masked slots to write (and which to re-
 decision against the rules, write it, and watch for a stop. Everything else lives in its own module:
 the canvas (`canvas`), the prediction step (`prediction`), the decision rules (`rules`), stopping
 (`stopping`), the trajectory (`trajectory`), the meter and the decision diagnostics. The loop knows
-samplers only through the `Sampler` protocol it is handed; it imports none of them.
+samplers only through the `Policy` protocol (`decoding.state`) it is handed; it imports none of them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -25,13 +23,10 @@ from boe_eval.decoding.prediction import prepare_prediction
 from boe_eval.decoding.rules import check_decision, confidence_for_rows
 from boe_eval.errors import ConfigError
 from boe_eval.decoding.schedule import validate_layout
-from boe_eval.decoding.state import StepContext, StepDecision
+from boe_eval.decoding.state import Policy, StepContext, StepDecision
 from boe_eval.decoding.stopping import StopWatcher, cut_at_stop, generation_text
 from boe_eval.decoding.trajectory import TrajectoryRecorder
 from boe_eval.models.denoiser import Denoiser
-
-if TYPE_CHECKING:
-    from boe_eval.samplers.base import Sampler
 
 
 @dataclass
@@ -94,7 +89,7 @@ class _Run:
     """Everything one `generate` call holds while it decodes."""
 
     denoiser: Denoiser
-    sampler: Sampler
+    sampler: Policy
     config: DecodeConfig
     canvas: Canvas
     meter: Meter
@@ -115,7 +110,7 @@ class _Run:
 def generate(
     denoiser: Denoiser,
     prompts: Sequence[Sequence[int]],
-    sampler: Sampler,
+    sampler: Policy,
     config: DecodeConfig,
     seeds: Sequence[int] | None = None,
 ) -> list[SequenceResult]:
@@ -221,7 +216,7 @@ def _step(run: _Run, rows: Tensor, eligible: Tensor, budget: Tensor, block_index
         run.stopped[rows] = torch.tensor([run.watcher.met[r] for r in rows.tolist()], device=run.stopped.device)
 
 
-def _decide(sampler: Sampler, ctx: StepContext, unusable: Tensor) -> StepDecision:
+def _decide(sampler: Policy, ctx: StepContext, unusable: Tensor) -> StepDecision:
     """The sampler's decision (under no_grad unless it needs autograd), with confidence order for
     rows whose prediction was unusable, checked against the rules."""
     if sampler.needs_grad:
@@ -256,7 +251,7 @@ def _result(run: _Run, i: int) -> SequenceResult:
 def generate_batched(
     denoiser: Denoiser,
     prompts: Sequence[Sequence[int]],
-    sampler: Sampler,
+    sampler: Policy,
     config: DecodeConfig,
     seeds: Sequence[int],
     batch_size: int = 1,

@@ -72,29 +72,51 @@ class MeteredDenoiser:
     """
 
     def __init__(self, denoiser: Denoiser, meter: Meter) -> None:
-        self.denoiser = denoiser
+        self._denoiser = denoiser  # private: every model call goes through forward/grad below
         self.meter = meter
+
+    def with_meter(self, meter: Meter) -> MeteredDenoiser:
+        """The same model behind another meter (a diagnostic's calls counted apart from the run's)."""
+        return MeteredDenoiser(self._denoiser, meter)
 
     # pass-through facts (not model calls)
     @property
     def mask_id(self) -> int:
-        return self.denoiser.mask_id
+        return self._denoiser.mask_id
 
     @property
     def embedding_matrix(self) -> Tensor:
-        return self.denoiser.embedding_matrix
+        return self._denoiser.embedding_matrix
 
     @property
     def time_conditioned(self) -> bool:
-        return self.denoiser.time_conditioned
+        return self._denoiser.time_conditioned
+
+    @property
+    def forbidden_ids(self) -> tuple[int, ...]:
+        """Ids that are never written (the mask token, padding): -inf in every prediction."""
+        return self._denoiser.forbidden_ids
+
+    @property
+    def name(self) -> str:
+        return self._denoiser.name
+
+    @property
+    def family(self) -> str:
+        """The model family (`dream` shifts its query rows, `boe_eval.models.aqa.prediction_query_rows`)."""
+        return getattr(self._denoiser, "family", "")
+
+    @property
+    def tokenizer(self):
+        return self._denoiser.tokenizer
 
     def embed(self, input_ids: Tensor) -> Tensor:
         """Embedding lookup; not a denoiser evaluation, so not counted."""
-        return self.denoiser.embed(input_ids)
+        return self._denoiser.embed(input_ids)
 
     def active_queries(self, active, mode: str = "faithful"):
         """ActiveQueryAttention context (paper eq. 30), see `Denoiser.active_queries`; not a model call."""
-        return self.denoiser.active_queries(active, mode=mode)
+        return self._denoiser.active_queries(active, mode=mode)
 
     def forward(
         self,
@@ -111,7 +133,7 @@ class MeteredDenoiser:
         rows = torch.as_tensor(rows, dtype=torch.long)
         start = time.perf_counter()
         with torch.set_grad_enabled(grad):
-            logits = self.denoiser.logits(
+            logits = self._denoiser.logits(
                 input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask, timestep=timestep
             )
         seconds = time.perf_counter() - start

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -82,3 +83,22 @@ class StepDecision:
     remask: Tensor | None = None  #: [b, L] bool
     #: per-row count of NaN/inf fallbacks this step (numerical safety, recorded in rows)
     fallbacks: Tensor | None = None
+
+
+class Policy(Protocol):
+    """What the decoding loop needs of a sampler (`boe_eval.samplers.base.Sampler` implements it; the
+    contract is written out in `boe_eval/samplers/README.md`)."""
+
+    name: str
+    needs_grad: bool
+    runs_all_planned_steps: bool
+
+    def start(self, batch_size: int, width: int, device: torch.device) -> None: ...
+
+    def block_budgets(self, n_masked: Tensor, steps_per_block: int) -> Tensor: ...
+
+    def current_prediction(
+        self, model: MeteredDenoiser, rows: Tensor, x: Tensor, attention_mask: Tensor, timestep: Tensor | None
+    ) -> Tensor | None: ...
+
+    def select(self, ctx: StepContext) -> StepDecision: ...

@@ -79,6 +79,11 @@ class Sampler:
     def select(self, ctx: StepContext) -> StepDecision:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def degeneracy(self, ctx: StepContext) -> tuple[Tensor, str] | None:
+        """Rows [b] bool whose decision this step equals confidence's top-b_t *by construction*, with the reason
+        (the decision diagnostics print it, `boe_eval.decoding.diagnostics`); None: no known cause."""
+        return None
+
     # --- reporting ---------------------------------------------------------------------------
     def params(self) -> dict[str, Any]:
         """All parameters, flattened into result rows as `sampler.<field>`."""

@@ -208,7 +208,7 @@ def surrogate_gradient(
     backward (eq. 13-14); with ActiveQueryAttention only through the `active_rows` query rows (eq. 30)."""
     if surrogate.active is not None:
         surrogate.active.rows = active_rows
-    entropy = masked_entropy(surrogate.logits, objective, model.denoiser.forbidden_ids).sum()
+    entropy = masked_entropy(surrogate.logits, objective, model.forbidden_ids).sum()
     return model.grad(surrogate.rows, entropy, surrogate.inputs)
 
 
@@ -312,7 +312,7 @@ class BoESampler(Sampler):
         """A_t: C_t (paper) or C_t plus the query rows predicting the objective's positions."""
         if self.config.active_set == "candidates":
             return candidates
-        return candidates | prediction_query_rows(ctx.model.denoiser, objective)
+        return candidates | prediction_query_rows(ctx.model, objective)
 
     def scores(self, ctx: StepContext, candidates: Tensor) -> dict[str, Tensor]:
         """TIS, gate, penalty and final score [b, L] for the candidates (0 elsewhere); `tis` is TIS itself, also
@@ -339,6 +339,14 @@ class BoESampler(Sampler):
         if params["signal"] == "tis":
             del params["signal"]
         return params
+
+    def degeneracy(self, ctx: StepContext) -> tuple[Tensor, str] | None:
+        """With b_t >= |C_t| = ceil(rho |M_t|) every slot of C_t is written: confidence's top slots."""
+        pool = torch.ceil(self.config.rho * ctx.eligible.sum(1).double()).long().clamp(min=1)
+        return ctx.budget.to(ctx.eligible.device) >= pool, (
+            f"BoE's candidate set C_t = ceil(rho |M_t|) (rho = {self.config.rho:g}) is no larger than the step budget "
+            "b_t, so it commits confidence's top slots: use more steps per token or a larger rho"
+        )
 
     def select(self, ctx: StepContext) -> StepDecision:
         candidates = candidate_set(ctx, self.config.rho)

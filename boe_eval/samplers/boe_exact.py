@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from boe_eval.decoding.schedule import ConfigError
+from boe_eval.errors import ConfigError
 from boe_eval.decoding.state import StepContext, StepDecision
 from boe_eval.samplers.base import Sampler, SamplerConfig, confidence_fallback, register_sampler
 from boe_eval.samplers.boe import (
@@ -77,7 +77,7 @@ def exact_entropy_drop(ctx: StepContext, candidates: Tensor, objective: Tensor, 
     """dH~(i) [b, L] float64 at the candidates (0 elsewhere): H~_{t-1} (eq. 11, summed over `objective`) of x_t minus
     that of x_t with slot i written (`write`), one metered forward per candidate."""
     model = ctx.model
-    forbidden = model.denoiser.forbidden_ids
+    forbidden = model.forbidden_ids
     timestep = relaxed_timestep(ctx)
     if timestep is None:  # time-independent: the current forward is the state x_t itself
         before = masked_entropy(ctx.logits, objective, forbidden)

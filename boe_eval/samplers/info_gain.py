@@ -152,7 +152,7 @@ class InfoGainSampler(Sampler):
         index (the rows that have that many candidates, batched)."""
         entropy_now = ctx.entropy.double()
         results: dict[int, list[tuple[float, Tensor, Tensor]]] = {j: [] for j in per_row}
-        forbidden = list(ctx.model.denoiser.forbidden_ids)
+        forbidden = list(ctx.model.forbidden_ids)
         for c in range(max(len(v) for v in per_row.values())):
             js = [j for j, v in per_row.items() if len(v) > c]
             states, still = [], []

@@ -114,7 +114,7 @@ class LookumSampler(Sampler):
             timestep = (ctx.timestep * remaining).clamp(min=1e-5)
         logits = ctx.model.forward(ctx.rows, lookahead, attention_mask=ctx.attention_mask, timestep=timestep)
         slot_logits = logits[still_masked].float()  # [n, V]: only the slots the score reads
-        forbidden = list(ctx.model.denoiser.forbidden_ids)
+        forbidden = list(ctx.model.forbidden_ids)
         if forbidden:
             slot_logits[:, forbidden] = float("-inf")
         return -mean_slot_entropy(slot_logits, still_masked)
@@ -125,6 +125,13 @@ class LookumSampler(Sampler):
         if params["signal"] == "verifier":
             del params["signal"]
         return params
+
+    def degeneracy(self, ctx: StepContext) -> tuple[Tensor, str] | None:
+        """With b_t >= |P| every candidate set is the whole pool: confidence's top-b_t."""
+        return ctx.budget.to(ctx.eligible.device) >= self.config.pool_size, (
+            f"LookUM's pool (pool_size = {self.config.pool_size}) is no larger than the step budget b_t, so every "
+            "candidate set is confidence's top-b_t: use more steps or a larger pool_size"
+        )
 
     def select(self, ctx: StepContext) -> StepDecision:
         candidates = self.candidate_sets(ctx)

@@ -175,7 +175,7 @@ class PcSampler(Sampler):
             table = torch.full((vocab_size,), 1.0 / vocab_size, dtype=torch.float64, device=ctx.logits.device)
         else:
             if self._frequencies is None:
-                tokenizer_dir = str(getattr(ctx.model.denoiser.tokenizer, "name_or_path", "") or "")
+                tokenizer_dir = str(getattr(ctx.model.tokenizer, "name_or_path", "") or "")
                 candidate = Path(tokenizer_dir) / FREQUENCY_FILE_NAME
                 if not tokenizer_dir or not candidate.is_file():
                     raise missing_frequencies_error(tokenizer_dir)

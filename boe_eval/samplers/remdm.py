@@ -263,7 +263,7 @@ class RemdmScheduleSampler(Sampler):
         if not ctx.model.time_conditioned:
             raise ConfigError(
                 f"sampler {self.name!r} needs a time-conditioned (MDLM-style) denoiser and "
-                f"{ctx.model.denoiser.name!r} is not one: use remdm_llada for LLaDA-style models"
+                f"{ctx.model.name!r} is not one: use remdm_llada for LLaDA-style models"
             )
         if ctx.block_step >= ctx.steps_per_block:  # the reference's final argmax "noise removal"
             return StepDecision(commit=ctx.eligible.clone(), tokens=ctx.logits.argmax(-1))
