@@ -2,7 +2,7 @@
 steps and candidate sets with the signal replaced by a random choice (cheaper, metered as such) or by its negation
 (same cost). Checked: the negated control's scores are minus the method's on the same state and it commits the
 opposite end of the ranking; the random control commits only within C_t (or the pool), uniformly, at the declared
-cost (KNOB_RULES vs the meter); determinism under a seed; configs and bad input."""
+cost (the declared knob vs the meter); determinism under a seed; configs and bad input."""
 
 from __future__ import annotations
 
@@ -266,7 +266,7 @@ def test_lookum_controls_are_deterministic_under_a_seed(sudoku64):
     ],
 )
 def test_declared_cost_equals_the_meter(sudoku64, config_name, per_step):
-    """KNOB_RULES' step cost (what a compute-matched sweep plans with) equals the measured NFE, forwards and
+    """The declared step cost (`Sampler.knob`) (what a compute-matched sweep plans with) equals the measured NFE, forwards and
     backwards per step, and a 16-NFE budget gives the steps that spend it."""
     from hydra import compose, initialize_config_dir
 

@@ -93,7 +93,7 @@ def test_samplers_without_a_rule_get_a_clear_error():
 def test_every_registered_sampler_has_a_knob_rule():
     from boe_eval.samplers import SAMPLERS
 
-    missing = sorted(set(SAMPLERS) - set(__import__("boe_eval.harness.sweep", fromlist=["KNOB_RULES"]).KNOB_RULES))
+    missing = sorted(name for name, (cls, _) in SAMPLERS.items() if cls.knob is None)
     assert missing == [], f"registered samplers without a compute-matching rule: {missing}"
 
 
@@ -351,7 +351,7 @@ def test_adaptive_sampler_sweeps_its_own_parameter_and_is_placed_at_measured_nfe
     from boe_eval.analysis.load import load_results
     from boe_eval.analysis.tables import pick_at_budget
     from boe_eval.decoding.state import StepDecision
-    from boe_eval.harness.sweep import KNOB_RULES, KnobRule, StepCost
+    from boe_eval.samplers.cost import KnobRule, StepCost
     from boe_eval.samplers.base import SAMPLERS, Sampler, SamplerConfig, top_k_mask
 
     @dataclass
@@ -360,13 +360,13 @@ def test_adaptive_sampler_sweeps_its_own_parameter_and_is_placed_at_measured_nfe
 
     class ThresholdSampler(Sampler):
         name = "test_threshold"
+        knob = KnobRule(lambda p: StepCost(1), adaptive="gamma")
 
         def select(self, ctx):
             first = top_k_mask(ctx.confidence, ctx, torch.ones_like(ctx.budget))
             return StepDecision(commit=first | ((ctx.confidence >= self.config.gamma) & ctx.eligible))
 
     monkeypatch.setitem(SAMPLERS, "test_threshold", (ThresholdSampler, ThresholdConfig))
-    monkeypatch.setitem(KNOB_RULES, "test_threshold", KnobRule(lambda p: StepCost(1), adaptive="gamma"))
     body = {"budgets": [2, 8], "samplers": ["confidence", {"name": "test_threshold", "grid": [0.0, 1.5]}]}
     out = tmp_path / "out"
     run_sweep(compose(write_sweep(tmp_path / "conf", "adaptive", body, tiny_bert_dir, out) + ["plot=false"]))

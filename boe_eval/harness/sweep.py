@@ -39,112 +39,23 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from boe_eval.compute_axes import BUDGET_AXES, MEASURED_COLUMN
 from boe_eval.errors import ConfigError
+from boe_eval.samplers.cost import KnobRule, StepCost, VaryingStepCost  # noqa: F401  (re-exported)
 
 CALIBRATION_FILE = "calibration.json"
 
 
-@dataclass(frozen=True)
-class StepCost:
-    """Compute of one decoding step of a sampler: NFE (paper accounting: every denoiser invocation),
-    forwards actually run (default: one per NFE) and backwards."""
-
-    nfe: float
-    forwards: float | None = None
-    backwards: float = 0.0
-
-    def on(self, axis: str, backward_cost: float = 2.0) -> float:
-        """Cost of one step on a budget axis (`wall_time` is converted through forward-equivalents)."""
-        if axis == "steps":
-            return 1.0
-        if axis == "nfe":
-            return self.nfe
-        forwards = self.nfe if self.forwards is None else self.forwards
-        return forwards + backward_cost * self.backwards
-
-
-@dataclass(frozen=True)
-class VaryingStepCost(StepCost):
-    """A step whose compute varies from step to step (e.g. one forward per candidate of C_t): only the fixed-horizon
-    `steps` axis can place it; its rows carry the measured compute."""
-
-    sampler: str = ""
-    what: str = ""
-
-    def on(self, axis: str, backward_cost: float = 2.0) -> float:
-        if axis == "steps":
-            return 1.0
-        raise ConfigError(f"sampler {self.sampler!r} spends {self.what} per step, which varies from step to step: a "
-                          f"{axis} budget cannot set its steps; use budget_axis: steps (its rows carry the measured "
-                          "compute)")
-
-
-def _lookum_cost(params: Mapping[str, Any]) -> StepCost:
-    if "k" not in params:
-        raise ConfigError("sampler 'lookum' has no parameter 'k' (number of look-ahead paths) to derive its steps from")
-    if params.get("signal") == "random":  # control: no look-ahead forward (docs/samplers/lookum_controls.md)
-        return StepCost(nfe=1)
-    return StepCost(nfe=1 + int(params["k"]))
-
-
-def _boe_cost(params: Mapping[str, Any]) -> StepCost:
-    """2 NFE (current + surrogate forward) and one backward per step; `fuse_forward` runs the two NFE
-    as one forward with grad (time-independent denoisers), so 1 forward + 1 backward. The random control
-    (`signal: random`) makes the current forward only (docs/samplers/boe_controls.md)."""
-    if params.get("signal") == "random":
-        return StepCost(nfe=1)
-    return StepCost(nfe=2, forwards=1 if params.get("fuse_forward") else 2, backwards=1)
-
-
-@dataclass(frozen=True)
-class KnobRule:
-    """How a sampler's own knob follows from a compute budget."""
-
-    step_cost: Callable[[Mapping[str, Any]], StepCost]
-    #: name of the parameter an adaptive sampler sweeps instead of steps (placed at measured compute)
-    adaptive: str | None = None
-    #: the sampler may finish a block in fewer steps than planned (measured compute <= planned)
-    early_exit: bool = False
-    note: str = ""
-
-
-_ONE_FORWARD = KnobRule(lambda p: StepCost(1), note="steps = budget")
-KNOB_RULES: dict[str, KnobRule] = {
-    "confidence": _ONE_FORWARD,
-    "margin": _ONE_FORWARD,
-    "entropy": _ONE_FORWARD,
-    "random": _ONE_FORWARD,
-    "pc_sampler": _ONE_FORWARD,
-    "remdm_llada": KnobRule(lambda p: StepCost(2), note="steps = budget / 2 (an unmask and a remask call per step)"),
-    "boe": KnobRule(_boe_cost, note="steps = budget / 2 NFE (current + surrogate forward, one backward)"),
-    "lookum": KnobRule(_lookum_cost, note="steps = budget / (1 + k)"),
-    "remdm_cap": KnobRule(lambda p: StepCost(1), note="steps = budget (+1 argmax call if masks remain)"),
-    "remdm_rescale": KnobRule(lambda p: StepCost(1), note="steps = budget (+1 argmax call if masks remain)"),
-    "remdm_loop": KnobRule(lambda p: StepCost(1), note="steps = budget (+1 argmax call if masks remain)"),
-    "klass": KnobRule(lambda p: StepCost(1), early_exit=True,
-                      note="steps = budget; blocks may finish early, placed at measured NFE"),
-    "eb": KnobRule(lambda p: StepCost(1), adaptive="gamma", note="gamma swept, placed at measured NFE"),
-    "threshold": KnobRule(lambda p: StepCost(1), adaptive="threshold",
-                          note="Fast-dLLM tau swept, placed at measured NFE"),
-    "factor": KnobRule(lambda p: StepCost(1), adaptive="factor", note="Fast-dLLM factor swept, placed at measured NFE"),
-    "prophet": KnobRule(lambda p: StepCost(1), early_exit=True,
-                        note="steps = budget; an early commit ends decoding, placed at measured NFE"),
-    "dus": KnobRule(lambda p: StepCost(1), adaptive="base",
-                    note="dilation base swept (NFE = blocks x log_base(block_length)), placed at measured NFE"),
-    "boe_exact": KnobRule(lambda p: VaryingStepCost(nfe=float("nan"), sampler="boe_exact",
-                                                    what="1 + |C_t| NFE (2 + |C_t| time-conditioned), no backward"),
-                          note="exact-objective reference (docs/samplers/boe_exact.md): budget_axis steps only"),
-    "info_gain": KnobRule(lambda p: StepCost(int(p.get("candidate_number", 8))), early_exit=True,
-                          note="steps = budget / N (N look-ahead forwards per step, the current one reused); "
-                               "bypass and duplicate candidates cost less: placed at measured NFE"),
-}
-
-
 def knob_rule(sampler: str) -> KnobRule:
-    if sampler not in KNOB_RULES:
+    """The cost and knob a registered sampler declares (`Sampler.knob`, boe_eval/samplers/README.md)."""
+    import boe_eval.samplers  # noqa: F401  (registers every sampler module)
+    from boe_eval.samplers.base import SAMPLERS
+
+    rule = SAMPLERS[sampler][0].knob if sampler in SAMPLERS else None
+    if rule is None:
+        with_rules = sorted(name for name, (cls, _) in SAMPLERS.items() if cls.knob is not None)
         raise ConfigError(
-            f"sampler {sampler!r} has no compute-matching rule: samplers with one are {', '.join(sorted(KNOB_RULES))}"
+            f"sampler {sampler!r} has no compute-matching rule: samplers with one are {', '.join(with_rules)}"
         )
-    return KNOB_RULES[sampler]
+    return rule
 
 
 @dataclass(frozen=True)
@@ -557,7 +468,7 @@ def run_sweep(cfg: DictConfig) -> Path:
 
 
 __all__ = [
-    "Assignment", "BUDGET_AXES", "KNOB_RULES", "KnobRule", "MEASURED_COLUMN", "StepCost", "SweepCell", "SweepConfig",
+    "Assignment", "BUDGET_AXES", "KnobRule", "MEASURED_COLUMN", "StepCost", "SweepCell", "SweepConfig",
     "SweepEntry", "budget_check", "derive_steps", "knob_rule", "plan_sweep", "read_sweep", "run_sweep",
     "VaryingStepCost",
 ]

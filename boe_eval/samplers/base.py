@@ -18,6 +18,7 @@ from boe_eval.errors import ConfigError
 from boe_eval.decoding.schedule import uniform_budgets
 from boe_eval.decoding.ranking import confidence_fallback, top_k_mask  # noqa: F401  (re-exported for policies)
 from boe_eval.decoding.state import StepContext, StepDecision
+from boe_eval.samplers.cost import KnobRule
 
 SAMPLERS: dict[str, tuple[type[Sampler], type]] = {}
 
@@ -51,6 +52,8 @@ class Sampler:
     #: True if the policy needs the diffusion time t of a time-conditioned denoiser (the MDLM sigma-schedules):
     #: the pre-flight then refuses models that are not time-conditioned, before any model loads.
     needs_time_conditioning: ClassVar[bool] = False
+    #: its cost per step and sweep knob (`boe_eval.samplers.cost`); every registered sampler declares one
+    knob: ClassVar[KnobRule | None] = None
 
     def __init__(self, config: SamplerConfig | None = None) -> None:
         self.config = config if config is not None else self.default_config()

@@ -46,6 +46,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Mapping
+from typing import Any
 from dataclasses import dataclass
 
 import torch
@@ -55,6 +57,7 @@ from boe_eval.decoding.meter import MeteredDenoiser
 from boe_eval.errors import ConfigError
 from boe_eval.decoding.state import StepContext, StepDecision
 from boe_eval.models.aqa import AQA_MODES, ActiveQueries, prediction_query_rows
+from boe_eval.samplers.cost import KnobRule, StepCost
 from boe_eval.samplers.base import Sampler, SamplerConfig, confidence_fallback, register_sampler, top_k_mask
 
 FLOOR_SCHEDULES = ("decreasing", "increasing")
@@ -265,10 +268,20 @@ def random_scores(ctx: StepContext) -> Tensor:
 # ----------------------------------------------------------------------------------- the policy
 
 
+def _boe_cost(params: Mapping[str, Any]) -> StepCost:
+    """2 NFE (current + surrogate forward) and one backward per step; `fuse_forward` runs the two NFE
+    as one forward with grad (time-independent denoisers), so 1 forward + 1 backward. The random control
+    (`signal: random`) makes the current forward only (docs/samplers/boe_controls.md)."""
+    if params.get("signal") == "random":
+        return StepCost(nfe=1)
+    return StepCost(nfe=2, forwards=1 if params.get("fuse_forward") else 2, backwards=1)
+
 @register_sampler("boe", BoEConfig)
 class BoESampler(Sampler):
     """Commit the candidates whose soft write most lowers the next-step masked entropy (TIS, eq. 14), gated
     by confidence (eq. 15), minus the anti-collapse penalty (eq. 19)."""
+
+    knob = KnobRule(_boe_cost, note="steps = budget / 2 NFE (current + surrogate forward, one backward)")
 
     config: BoEConfig
     needs_grad = True

@@ -32,6 +32,7 @@ from torch import Tensor
 
 from boe_eval.errors import ConfigError
 from boe_eval.decoding.state import StepContext, StepDecision
+from boe_eval.samplers.cost import KnobRule, VaryingStepCost
 from boe_eval.samplers.base import Sampler, SamplerConfig, confidence_fallback, register_sampler
 from boe_eval.samplers.boe import (
     BoEConfig,
@@ -114,6 +115,10 @@ def exact_entropy_drop(ctx: StepContext, candidates: Tensor, objective: Tensor, 
 @register_sampler("boe_exact", BoEExactConfig)
 class BoEExactSampler(Sampler):
     """BoE with TIS replaced by the exact drop dH~(i) of its surrogate objective (one forward per candidate)."""
+
+    knob = KnobRule(lambda p: VaryingStepCost(nfe=float("nan"), sampler="boe_exact",
+                                           what="1 + |C_t| NFE (2 + |C_t| time-conditioned), no backward"),
+                     note="exact-objective reference (docs/samplers/boe_exact.md): budget_axis steps only")
 
     config: BoEExactConfig
 

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from boe_eval.errors import ConfigError
 from boe_eval.decoding.state import StepContext, StepDecision
+from boe_eval.samplers.cost import KnobRule, StepCost
 from boe_eval.samplers.base import Sampler, SamplerConfig, register_sampler
 
 
@@ -70,6 +71,9 @@ def dilated_groups(length: int, base: int, base_skip: int = 1) -> list[list[int]
 @register_sampler("dus", DusConfig)
 class DusSampler(Sampler):
     """Write the block's next dilated group of slots each step (low-confidence slots deferred)."""
+
+    knob = KnobRule(lambda p: StepCost(1), adaptive="base",
+                     note="dilation base swept (NFE = blocks x log_base(block_length)), placed at measured NFE")
 
     config: DusConfig
 

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from boe_eval.errors import ConfigError
 from boe_eval.decoding.state import StepContext, StepDecision
+from boe_eval.samplers.cost import KnobRule, StepCost
 from boe_eval.samplers.base import Sampler, SamplerConfig, register_sampler, top_k_mask
 
 ERROR_PROXIES = ("confidence", "entropy", "margin")
@@ -68,6 +69,8 @@ def entropy_bounded_count(scores: Tensor, entropy: Tensor, ctx: StepContext, gam
 @register_sampler("eb", EbConfig)
 class EbSampler(Sampler):
     """Commit the longest proxy-ordered prefix whose entropy excess over its maximum is <= gamma."""
+
+    knob = KnobRule(lambda p: StepCost(1), adaptive="gamma", note="gamma swept, placed at measured NFE")
 
     config: EbConfig
 

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from boe_eval.errors import ConfigError
 from boe_eval.decoding.state import StepContext, StepDecision
+from boe_eval.samplers.cost import KnobRule, StepCost
 from boe_eval.samplers.base import Sampler, SamplerConfig, register_sampler, top_k_mask
 
 
@@ -86,6 +87,8 @@ def factor_count(ctx: StepContext, factor: float) -> Tensor:
 class ThresholdSampler(Sampler):
     """Fast-dLLM confidence-threshold parallel decoding: every masked slot with p(x0) >= tau, at least one."""
 
+    knob = KnobRule(lambda p: StepCost(1), adaptive="threshold", note="Fast-dLLM tau swept, placed at measured NFE")
+
     config: ThresholdConfig
 
     def select(self, ctx: StepContext) -> StepDecision:
@@ -95,6 +98,8 @@ class ThresholdSampler(Sampler):
 @register_sampler("factor", FactorConfig)
 class FactorSampler(Sampler):
     """Fast-dLLM dynamic rule: the longest confidence-ordered prefix with c_(j) >= 1 - f / (j + 1)."""
+
+    knob = KnobRule(lambda p: StepCost(1), adaptive="factor", note="Fast-dLLM factor swept, placed at measured NFE")
 
     config: FactorConfig
 

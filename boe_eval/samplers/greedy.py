@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from boe_eval.decoding.state import StepContext, StepDecision
+from boe_eval.samplers.cost import ONE_FORWARD
 from boe_eval.samplers.base import Sampler, SamplerConfig, register_sampler, top_k_mask
 
 
@@ -24,6 +25,8 @@ class GreedyConfig(SamplerConfig):
 class ConfidenceSampler(Sampler):
     """s_i = p_i(x0_i) (LLaDA `low_confidence`; MaskGIT)."""
 
+    knob = ONE_FORWARD
+
     def select(self, ctx: StepContext) -> StepDecision:
         return StepDecision(commit=top_k_mask(ctx.confidence, ctx))
 
@@ -31,6 +34,8 @@ class ConfidenceSampler(Sampler):
 @register_sampler("margin", GreedyConfig)
 class MarginSampler(Sampler):
     """s_i = p_i(1) - p_i(2) (Kim et al. 2025 top-probability margin; Dream `topk_margin`)."""
+
+    knob = ONE_FORWARD
 
     def select(self, ctx: StepContext) -> StepDecision:
         return StepDecision(commit=top_k_mask(ctx.margin, ctx))
@@ -40,6 +45,8 @@ class MarginSampler(Sampler):
 class EntropySampler(Sampler):
     """s_i = -H(p_i) (Dream `entropy`; Koh et al. 2024): lowest entropy first."""
 
+    knob = ONE_FORWARD
+
     def select(self, ctx: StepContext) -> StepDecision:
         return StepDecision(commit=top_k_mask(-ctx.entropy, ctx))
 
@@ -47,6 +54,8 @@ class EntropySampler(Sampler):
 @register_sampler("random", GreedyConfig)
 class RandomSampler(Sampler):
     """s_i ~ U(0, 1) per slot (LLaDA `random` remasking), drawn from each row's own generator."""
+
+    knob = ONE_FORWARD
 
     def select(self, ctx: StepContext) -> StepDecision:
         # draw over each row's own real length so the draws never depend on the batch's padding

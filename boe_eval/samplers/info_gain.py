@@ -30,6 +30,7 @@ from torch import Tensor
 from boe_eval.decoding.meter import MeteredDenoiser
 from boe_eval.errors import ConfigError
 from boe_eval.decoding.state import StepContext, StepDecision
+from boe_eval.samplers.cost import KnobRule, StepCost
 from boe_eval.samplers.base import Sampler, SamplerConfig, register_sampler, top_k_mask
 
 GUMBEL_EPS = 1e-10
@@ -78,6 +79,10 @@ def slot_entropy(logits: Tensor) -> Tensor:
 class InfoGainSampler(Sampler):
     """Score up to N candidate unmasking actions by look-ahead: immediate entropy cost plus the remaining
     masks' mean entropy after the action; write the best (its look-ahead is the next step's prediction)."""
+
+    knob = KnobRule(lambda p: StepCost(int(p.get("candidate_number", 8))), early_exit=True,
+                     note="steps = budget / N (N look-ahead forwards per step, the current one reused); "
+                          "bypass and duplicate candidates cost less: placed at measured NFE")
 
     config: InfoGainConfig
 

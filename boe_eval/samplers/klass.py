@@ -31,6 +31,7 @@ from torch import Tensor
 
 from boe_eval.errors import ConfigError
 from boe_eval.decoding.state import StepContext, StepDecision
+from boe_eval.samplers.cost import KnobRule, StepCost
 from boe_eval.samplers.base import Sampler, SamplerConfig, register_sampler, top_k_mask
 
 KL_EPSILON = 1e-12
@@ -64,6 +65,9 @@ def step_kl(current: Tensor, previous: Tensor) -> Tensor:
 @register_sampler("klass", KlassConfig)
 class KlassSampler(Sampler):
     """Commit all confident slots whose distribution has been stable for H steps, else top-k confidence."""
+
+    knob = KnobRule(lambda p: StepCost(1), early_exit=True,
+                     note="steps = budget; blocks may finish early, placed at measured NFE")
 
     config: KlassConfig
 

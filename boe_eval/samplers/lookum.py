@@ -32,6 +32,8 @@ configurations keep their result rows and cell ids.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +41,7 @@ from torch import Tensor
 
 from boe_eval.errors import ConfigError
 from boe_eval.decoding.state import StepContext, StepDecision
+from boe_eval.samplers.cost import KnobRule, StepCost
 from boe_eval.samplers.base import Sampler, SamplerConfig, register_sampler, top_k_mask
 
 
@@ -84,10 +87,19 @@ def mean_masked_entropy(logits: Tensor, masked: Tensor) -> Tensor:
     return mean_slot_entropy(logits[masked], masked)
 
 
+def _lookum_cost(params: Mapping[str, Any]) -> StepCost:
+    if "k" not in params:
+        raise ConfigError("sampler 'lookum' has no parameter 'k' (number of look-ahead paths) to derive its steps from")
+    if params.get("signal") == "random":  # control: no look-ahead forward (docs/samplers/lookum_controls.md)
+        return StepCost(nfe=1)
+    return StepCost(nfe=1 + int(params["k"]))
+
 @register_sampler("lookum", LookumConfig)
 class LookumSampler(Sampler):
     """Sample k unmasking sets from the pool of most certain slots, verify each by a look-ahead forward,
     keep one by normalised importance resampling on mean negative entropy."""
+
+    knob = KnobRule(_lookum_cost, note="steps = budget / (1 + k)")
 
     config: LookumConfig
 

@@ -33,6 +33,7 @@ from torch import Tensor
 
 from boe_eval.errors import ConfigError
 from boe_eval.decoding.state import StepContext, StepDecision
+from boe_eval.samplers.cost import ONE_FORWARD
 from boe_eval.samplers.base import Sampler, SamplerConfig, register_sampler, top_k_mask
 
 #: file name of a tokenizer's background frequencies, looked up beside the tokenizer
@@ -157,6 +158,8 @@ def calibrated_salience(confidence: Tensor, background: Tensor, cap: float) -> T
 @register_sampler("pc_sampler", PcSamplerConfig)
 class PcSampler(Sampler):
     """s_i = exp(-lambda j_i) * min(alpha, -p_i(x0_i) log f_bg(x0_i)), top-budget in the block."""
+
+    knob = ONE_FORWARD
 
     config: PcSamplerConfig
 

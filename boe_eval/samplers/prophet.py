@@ -27,6 +27,7 @@ from torch import Tensor
 from boe_eval.decoding.meter import MeteredDenoiser
 from boe_eval.errors import ConfigError
 from boe_eval.decoding.state import StepContext, StepDecision
+from boe_eval.samplers.cost import KnobRule, StepCost
 from boe_eval.samplers.base import Sampler, SamplerConfig, register_sampler, top_k_mask
 
 #: progress boundaries of the early / mid / late phases (`should_early_exit`)
@@ -89,6 +90,9 @@ def mean_top2_gap(logits: Tensor, region: Tensor) -> Tensor:
 @register_sampler("prophet", ProphetConfig)
 class ProphetSampler(Sampler):
     """Top-k confidence with an early commit of every remaining slot once the answer's top-2 gap is large."""
+
+    knob = KnobRule(lambda p: StepCost(1), early_exit=True,
+                     note="steps = budget; an early commit ends decoding, placed at measured NFE")
 
     config: ProphetConfig
 

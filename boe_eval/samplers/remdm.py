@@ -53,6 +53,7 @@ from torch import Tensor
 from boe_eval.errors import ConfigError
 from boe_eval.decoding.schedule import uniform_budgets
 from boe_eval.decoding.state import StepContext, StepDecision
+from boe_eval.samplers.cost import KnobRule, StepCost
 from boe_eval.samplers.base import Sampler, SamplerConfig, register_sampler, top_k_mask
 
 
@@ -120,6 +121,8 @@ class RemdmLladaConfig(SamplerConfig):
 @register_sampler("remdm_llada", RemdmLladaConfig)
 class RemdmLladaSampler(Sampler):
     """ReMDM-LLaDA: confidence order, then S remask-and-recommit iterations from 7/8 of each block."""
+
+    knob = KnobRule(lambda p: StepCost(2), note="steps = budget / 2 (an unmask and a remask call per step)")
 
     config: RemdmLladaConfig
 
@@ -242,6 +245,8 @@ def nucleus_log_probs(probs: Tensor, top_p: float) -> Tensor:
 
 class RemdmScheduleSampler(Sampler):
     """A ReMDM sigma-schedule on a time-conditioned (MDLM-style) denoiser."""
+
+    knob = KnobRule(lambda p: StepCost(1), note="steps = budget (+1 argmax call if masks remain)")
 
     config: RemdmScheduleConfig
     runs_all_planned_steps = True  # written slots may be remasked at any of the S steps, as in the reference
