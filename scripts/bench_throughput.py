@@ -337,7 +337,25 @@ def step_costs(workdir: Path, model_config: dict, batch: int, prompt_length: int
         start = time.perf_counter()
         tokenizer.decode(ids, skip_special_tokens=True)
         decode.append(time.perf_counter() - start)
-    facts = {"parameters": parameters(denoiser), "config": model_config, "batch": batch,
+    # what each loop does over the vocabulary per step, on logits of this run's shape [batch, L, V]
+    logits = torch.randn(batch, prompt_length + gen_length, model_config["vocab_size"])
+    ops = {
+        "logsumexp (harness: NaN guard)": lambda: torch.logsumexp(logits, dim=-1),
+        "log_softmax + exp (harness: StepContext.probs)": lambda: torch.log_softmax(logits, dim=-1).exp(),
+        "softmax (bare loop)": lambda: torch.softmax(logits, dim=-1),
+        "argmax (both)": lambda: logits.argmax(-1),
+    }
+    vocab_ops = []
+    for name, op in ops.items():
+        op()
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            op()
+            times.append(time.perf_counter() - start)
+        vocab_ops.append({"operation": name, "ms": 1e3 * statistics.median(times)})
+    del logits
+    facts = {"parameters": parameters(denoiser), "config": model_config, "batch": batch, "vocab_ops": vocab_ops,
              "prompt_length": prompt_length, "gen_length": gen_length, "steps": steps,
              "decode_256_tokens_ms_per_row": 1e3 * statistics.median(decode)}
     return rows, facts
@@ -382,10 +400,17 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    report: dict = {"command": "python scripts/bench_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    command = ("python scripts/bench_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
+    report: dict = {"command": command,
                     "machine": f"{platform.machine()} CPU ({os.cpu_count()} cores), {args.threads} torch thread(s), "
                                f"torch {torch.__version__}, Python {platform.python_version()}",
-                    "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+                    "started": started}
+    existing = Path(args.out) / "bench_throughput.json"
+    if set(args.parts) != {"throughput", "fill", "costs"} and existing.is_file():
+        # a run of some parts replaces those parts only; each part records the command that made it
+        fresh = {k: v for k, v in report.items() if k not in ("command", "started")}
+        report = {**json.loads(existing.read_text()), **fresh}
     with tempfile.TemporaryDirectory(prefix="bench_throughput_") as tmp:
         workdir = Path(tmp)
         if "throughput" in args.parts:
@@ -411,14 +436,14 @@ def main(argv: list[str] | None = None) -> int:
                                    "parameters": parameters(model), "prompt_length": prompt_length,
                                    "honours_padding_mask": model.honours_padding_mask, **layout}
             rows += throughput(model, prompts, layout, args.batch_sizes, args.repeats, "realistic")
-            report["throughput"] = {"models": models, "rows": rows}
+            report["throughput"] = {"models": models, "rows": rows, "command": command, "started": started}
         if "fill" in args.parts:
             rows, facts = fill_table([b for b in args.batch_sizes if b > 1] or args.batch_sizes)
-            report["fill"] = {"facts": facts, "rows": rows}
+            report["fill"] = {"facts": facts, "rows": rows, "command": command, "started": started}
         if "costs" in args.parts:
             config = {**realistic, "vocab_size": LLADA_VOCAB}
             rows, facts = step_costs(workdir, config, batch=8, prompt_length=64, gen_length=64, steps=8, repeats=1)
-            report["step_costs"] = {"facts": facts, "rows": rows}
+            report["step_costs"] = {"facts": facts, "rows": rows, "command": command, "started": started}
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -436,7 +461,7 @@ def render(report: dict) -> str:
              "compare the medians of the side-by-side ratios, not absolute seconds. No GPU was available.", ""]
     if "throughput" in report:
         part = report["throughput"]
-        lines += ["## Harness / bare loop", "",
+        lines += ["## Harness / bare loop", "", *made_by(report, part),
                   "`generate_batched` + `confidence` vs `bare_low_confidence` (LLaDA's low-confidence loop restated, "
                   "same denoiser, T = 0), on the first b prompts, one batch; runs interleaved harness, bare, harness, "
                   "bare...; ratio = median (min, max) of the per-pair ratios harness time / bare time. "
@@ -449,7 +474,7 @@ def render(report: dict) -> str:
         lines += ["", markdown(part["rows"]), ""]
     if "fill" in report:
         part = report["fill"]
-        lines += ["## Batch fill on GSM8K prompts", "",
+        lines += ["## Batch fill on GSM8K prompts", "", *made_by(report, part),
                   "Batches as `generate_batched` forms them (its grouping run on the prompt lengths, nothing decoded). "
                   "fill = mean rows per batch / batch_size. Contexts built by lm-eval from tasks/gsm8k without a chat "
                   "template (a chat template adds the same tokens to every prompt, so it leaves the fill unchanged); "
@@ -462,7 +487,7 @@ def render(report: dict) -> str:
     if "step_costs" in report:
         part = report["step_costs"]
         f = part["facts"]
-        lines += ["## Per-step costs at vocabulary 126,464", "",
+        lines += ["## Per-step costs at vocabulary 126,464", "", *made_by(report, part),
                   f"`generate` (confidence) on a random LLaDA-architecture stand-in ({f['config']}, "
                   f"{f['parameters'] / 1e6:.1f} M parameters), batch {f['batch']}, prompt {f['prompt_length']} + "
                   f"gen {f['gen_length']} tokens, {f['steps']} steps, GSM8K BPE tokenizer; the loop's stop watcher "
@@ -477,6 +502,13 @@ def render(report: dict) -> str:
                              "stop_watcher_share": f"{100 * row['stop_watcher_share']:.2f}%",
                               "nan_guard_share": f"{100 * row['nan_guard_share']:.2f}%"} for row in part["rows"]]),
                   ""]
+        if "vocab_ops" in f:
+            lines += ["Per-step work over the vocabulary on random logits of the same shape "
+                      f"[{f['batch']}, {f['prompt_length'] + f['gen_length']}, {f['config']['vocab_size']}] "
+                      "(median of 5): "
+                      "the harness runs the first two rows (logsumexp, log-softmax, exp) where the bare loop runs one "
+                      "softmax, all over every canvas position, prompt included.", "",
+                      markdown(f["vocab_ops"], floatfmt=".1f"), ""]
     lines += ["## Against the issue's targets", ""] + targets(report) + [
         "", "## Accelerator check", "",
         "`bash scripts/device_check.sh OUT_DIR` (random ~1B LLaDA-architecture model, bf16: tokens/s at batch 1/8/32, "
@@ -484,6 +516,14 @@ def render(report: dict) -> str:
         "not run on an accelerator: none was available to this session. Its CPU `--smoke` mode is tested in "
         "tests/test_device_check.py.", ""]
     return "\n".join(lines)
+
+
+def made_by(report: dict, part: dict) -> list[str]:
+    """A line naming the command of a section made by another run than the report's."""
+    command = part.get("command", report["command"])
+    if command == report["command"]:
+        return []
+    return [f"This section: `{command}`, run {part.get('started', '')}.", ""]
 
 
 def targets(report: dict) -> list[str]:

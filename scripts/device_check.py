@@ -191,7 +191,8 @@ def measure_steps(denoiser, clock: DeviceClock, lengths: list[int], repeats: int
 def render(report: dict) -> str:
     import pandas as pd
 
-    lines = ["# Device check: random ~1B LLaDA-architecture model" + (" (SMOKE: tiny sizes)" if report["smoke"] else ""),
+    title = "# Device check: random ~1B LLaDA-architecture model" + (" (SMOKE: tiny sizes)" if report["smoke"] else "")
+    lines = [title,
              "", f"command: `{report['command']}`  ", f"device: {report['device_name']} ({report['device']}), dtype "
              f"{report['dtype']}, torch {report['torch']}  ",
              f"model: {report['model']['config']}, {report['model']['parameters'] / 1e6:.1f} M parameters  ",
