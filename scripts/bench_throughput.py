@@ -111,8 +111,8 @@ def bare_low_confidence(
 def stand_in_llada(directory: Path, **config) -> object:
     """A random LLaDA-architecture model written with the project's LLaDA stand-in remote code and loaded through
     `load_denoiser` (remote code, padding probe) like a real LLaDA checkpoint. The stand-in's init_std (0.15)
-    keeps a random model's confidences apart: with 0.02 they are all within 1e-6 of each other, and near-ties
-    decide the order differently in any two correct implementations."""
+    keeps a random model's confidences apart: with 0.02 they are all within 1e-6 of each other, and the order of
+    such near-ties can come out differently in two correct implementations (log-softmax + exp vs softmax)."""
     from boe_eval.models import load_denoiser
     from tests.fixtures.remote_code import make_remote_code_model
 
@@ -468,8 +468,9 @@ def render(report: dict) -> str:
                   "`tokens_identical`: every pair wrote the same tokens. The bare loop differs from LLaDA's code in one "
                   "point: the mask token's logit is set to -inf, as the harness never writes it. The realistic model's "
                   "size was chosen so that the whole run stays a few minutes on one CPU thread; the stand-in's "
-                  "init_std 0.15 keeps its confidences apart (at 0.02 they tie to 1e-6 and any two correct loops "
-                  "may order them differently).", ""]
+                  "init_std 0.15 keeps its confidences apart (at 0.02 they lie within 1e-6 of each other, and a run at "
+                  "0.02 had the two loops write different tokens at batch 8: an order of near-ties, not a bug "
+                  "either loop could be blamed for).", ""]
         for name, facts in part["models"].items():
             lines.append(f"- {name}: {facts['model']}, {facts['parameters'] / 1e6:.2f} M parameters, prompt "
                          f"{facts['prompt_length']} tokens, gen_length {facts['gen_length']}, steps {facts['steps']}"
