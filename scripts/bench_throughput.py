@@ -16,9 +16,10 @@ GSM8K prompts, and two per-step costs of the loop at LLaDA's vocabulary size.
    batch / batch_size. Prompt lengths come from a byte-level BPE tokenizer trained here on the GSM8K text (LLaDA's
    own tokenizer cannot be downloaded here).
 3. Per-step costs at vocabulary 126,464 (LLaDA's): inside real `generate` runs on a random LLaDA-architecture model
-   of that vocabulary, the wall time of the stop watcher's per-step prefix decode (`_StopWatcher.update`, with a
-   stop string as gsm8k_base has) and of the NaN guard's full-vocabulary logsumexp (`_unusable_slots`), as a share
-   of the step time. The loop is only wrapped with timers for the measurement, not changed.
+   of that vocabulary, the wall time of the stop watcher's per-step prefix decode (`StopWatcher.update`, with a
+   stop string as gsm8k_base has) and of the NaN guard's full-vocabulary logsumexp (`unusable_slots`), as a share
+   of the step time (boe_eval.decoding.stopping / .prediction). The loop is only wrapped with timers for the
+   measurement, not changed.
 
     python scripts/bench_throughput.py                      # everything, a few minutes on one CPU thread
     python scripts/bench_throughput.py --parts throughput --repeats 5
@@ -272,9 +273,9 @@ def fill_table(batch_sizes: list[int]) -> tuple[list[dict], dict]:
 
 @contextlib.contextmanager
 def timed_loop_parts(seconds: dict[str, list[float]]):
-    """Within the context, every call of the loop's `_StopWatcher.update` and `_unusable_slots` (the NaN guard)
+    """Within the context, every call of the loop's `StopWatcher.update` and `unusable_slots` (the NaN guard)
     and every metered forward appends its wall time to `seconds[name]` (wrappers only, for measurement)."""
-    from boe_eval.decoding import loop
+    from boe_eval.decoding import prediction, stopping
     from boe_eval.decoding.meter import MeteredDenoiser
 
     def timer(name: str, function):
@@ -285,14 +286,14 @@ def timed_loop_parts(seconds: dict[str, list[float]]):
             return out
         return wrapped
 
-    originals = (loop._StopWatcher.update, loop._unusable_slots, MeteredDenoiser.forward)
-    loop._StopWatcher.update = timer("stop_watcher", originals[0])
-    loop._unusable_slots = timer("nan_guard", originals[1])
+    originals = (stopping.StopWatcher.update, prediction.unusable_slots, MeteredDenoiser.forward)
+    stopping.StopWatcher.update = timer("stop_watcher", originals[0])
+    prediction.unusable_slots = timer("nan_guard", originals[1])
     MeteredDenoiser.forward = timer("forward", originals[2])
     try:
         yield
     finally:
-        loop._StopWatcher.update, loop._unusable_slots, MeteredDenoiser.forward = originals
+        stopping.StopWatcher.update, prediction.unusable_slots, MeteredDenoiser.forward = originals
 
 
 def step_costs(workdir: Path, model_config: dict, batch: int, prompt_length: int, gen_length: int, steps: int,
@@ -496,7 +497,7 @@ def render(report: dict) -> str:
                   f"`generate` (confidence) on a random LLaDA-architecture stand-in ({f['config']}, "
                   f"{f['parameters'] / 1e6:.1f} M parameters), batch {f['batch']}, prompt {f['prompt_length']} + "
                   f"gen {f['gen_length']} tokens, {f['steps']} steps, GSM8K BPE tokenizer; the loop's stop watcher "
-                  "(`_StopWatcher.update`) and NaN guard (`_unusable_slots`, a logsumexp over the full vocabulary) "
+                  "(`StopWatcher.update`) and NaN guard (`unusable_slots`, a logsumexp over the full vocabulary) "
                   "timed inside the run. Without stop strings the watcher only scans for EOS; with gsm8k_base's stop "
                   "strings it decodes every row's unmasked prefix every step. share = part / step time. "
                   f"Decoding a 256-token GSM8K prefix takes {f['decode_256_tokens_ms_per_row']:.3f} ms per row.",

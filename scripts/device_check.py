@@ -79,9 +79,21 @@ def build_llada(model_config: dict, device: torch.device, dtype: torch.dtype, se
     config = LLaDAConfig(**model_config, max_sequence_length=4096,
                          mask_token_id=tokenizer.convert_tokens_to_ids("<|mdm_mask|>"),
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(seed)
-    with torch.device(device):
-        model = LLaDAModelLM(config).to(dtype)
+    from boe_eval.models.compat import compatible_model_class, remote_code_compat
+
+    with remote_code_compat(), torch.device(device):
+        model = compatible_model_class(LLaDAModelLM)(config)
+    # like the hub code, the stand-in leaves initialisation to the checkpoint: draw the weights here, on the device
+    # (embeddings N(0, 1), linear layers N(0, init_std), norms ones)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in sorted(model.named_parameters()):
+            if parameter.dim() == 1:
+                parameter.fill_(1.0)
+            else:
+                std = 1.0 if name.endswith("wte.weight") else config.init_std
+                parameter.normal_(0.0, std, generator=generator)
+    model = model.to(dtype).eval()
     return LLaDADenoiser(model, tokenizer, mask_id=llada_mask_id(config, tokenizer, model_config["vocab_size"]),
                          suppress_ids=llada_suppressed_ids(tokenizer), forbidden_ids=(),
                          honours_padding_mask=False, name="random-llada-stand-in")
