@@ -54,6 +54,8 @@ class KnobRule:
     adaptive: str | None = None
     #: the sampler may finish a block in fewer steps than planned (measured compute <= planned)
     early_exit: bool = False
+    #: after its planned steps the sampler makes one more call to fill any slot still masked (ReMDM's final argmax)
+    final_call: bool = False
     note: str = ""
 
 

@@ -246,7 +246,7 @@ def nucleus_log_probs(probs: Tensor, top_p: float) -> Tensor:
 class RemdmScheduleSampler(Sampler):
     """A ReMDM sigma-schedule on a time-conditioned (MDLM-style) denoiser."""
 
-    knob = KnobRule(lambda p: StepCost(1), note="steps = budget (+1 argmax call if masks remain)")
+    knob = KnobRule(lambda p: StepCost(1), final_call=True, note="steps = budget (+1 argmax call if masks remain)")
 
     config: RemdmScheduleConfig
     runs_all_planned_steps = True  # written slots may be remasked at any of the S steps, as in the reference
