@@ -267,7 +267,7 @@ def test_a_full_disk_leaves_no_temp_file_and_ends_in_one_line(tmp_path, monkeypa
     import errno
 
     from boe_eval.analysis.report import write_text_atomic
-    from boe_eval.harness import results
+    from boe_eval import store as results
     from boe_eval.store import StoreError
 
     real_fdopen = os.fdopen

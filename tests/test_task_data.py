@@ -16,7 +16,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 TASKS = REPO / "tasks"
 
-# (path under tasks/, sha256 as recorded in shared/data/SOURCES.md, record count)
+# (path under tasks/, sha256 as recorded in tasks/<task>/SOURCES.md, record count)
 VENDORED = [
     ("gsm8k/data/test.jsonl", "3730d312f6e3440559ace48831e51066acaca737f6eabec99bccb9e4b3c39d14", 1319),
     ("gsm8k/data/train.jsonl", "17f347dc51477c50d4efb83959dbb7c56297aba886e5544ee2aaed3024813465", 7473),

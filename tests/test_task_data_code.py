@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 TASKS = REPO / "tasks"
 NAMES = ["humaneval_base", "humaneval_d1", "mbpp_base", "mbpp_d1"]
 
-# (path under tasks/, sha256 as recorded in shared/data/SOURCES.md, record count)
+# (path under tasks/, sha256 as recorded in tasks/<task>/SOURCES.md, record count)
 VENDORED = [
     ("humaneval/data/HumanEval.jsonl.gz", "b796127e635a67f93fb35c04f4cb03cf06f38c8072ee7cee8833d7bee06979ef", 164),
     ("mbpp/data/mbpp.jsonl", "ccf64ceae9c5403bf50a044cb6d505bfd2a2963ee58338ba268fd65beab92a9f", 974),
