@@ -28,9 +28,12 @@ def propose_tokens(logits: Tensor, eligible: Tensor, temperature: float, generat
 
 def unusable_slots(logits: Tensor, eligible: Tensor) -> Tensor:
     """Eligible slots [b, L] whose prediction cannot give probabilities: a NaN or +inf logit, or no
-    finite logit at all (bf16/fp16 overflow). -inf alone is legal (forbidden ids)."""
-    normaliser = torch.logsumexp(logits, dim=-1)
-    return ~torch.isfinite(normaliser) & eligible
+    finite logit at all (bf16/fp16 overflow). -inf alone is legal (forbidden ids). Only the eligible slots
+    are normalised (a block's worth of rows, not the whole canvas times the vocabulary)."""
+    unusable = torch.zeros_like(eligible)
+    if bool(eligible.any()):
+        unusable[eligible] = ~torch.isfinite(torch.logsumexp(logits[eligible], dim=-1))
+    return unusable
 
 
 def discard_predictions(logits: Tensor, slots: Tensor, forbidden: Tensor) -> Tensor:
