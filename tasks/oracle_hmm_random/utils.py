@@ -6,7 +6,8 @@ import functools
 
 from boe_eval.harness.task_data import local_dataset
 from boe_eval.oracles import ORACLE_DIR
-from boe_eval.oracles.base import SEPARATOR, load_oracle, score_response
+from boe_eval.oracles.base import SEPARATOR, score_response
+from boe_eval.oracles.load import load_oracle
 
 
 @functools.lru_cache(maxsize=1)
