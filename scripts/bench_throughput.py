@@ -341,7 +341,7 @@ def step_costs(workdir: Path, model_config: dict, batch: int, prompt_length: int
     # what each loop does over the vocabulary per step, on logits of this run's shape [batch, L, V]
     logits = torch.randn(batch, prompt_length + gen_length, model_config["vocab_size"])
     ops = {
-        "logsumexp (harness: NaN guard)": lambda: torch.logsumexp(logits, dim=-1),
+        "logsumexp over the canvas (the NaN guard before it kept to eligible slots)": lambda: torch.logsumexp(logits, dim=-1),
         "log_softmax + exp (harness: StepContext.probs)": lambda: torch.log_softmax(logits, dim=-1).exp(),
         "softmax (bare loop)": lambda: torch.softmax(logits, dim=-1),
         "argmax (both)": lambda: logits.argmax(-1),
