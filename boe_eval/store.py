@@ -83,6 +83,25 @@ def describe_os_error(err: OSError, path: str | Path) -> str:
     return f"cannot write results to {str(path)!r}: {reason}"
 
 
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Atomic text write (a report rewritten by concurrent multirun jobs is never half a file); the
+    temporary file is removed on every error path (full disk, read-only folder), which raises
+    `StoreError` (one line)."""
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as err:
+        raise StoreError(describe_os_error(err, path)) from None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+    return path
+
+
 def ensure_results_dir(results_dir: str | Path) -> Path:
     """Create `results_dir/rows` (or fail with one line: a file in the way, read-only, full disk)."""
     folder = check_output_dir(results_dir)

@@ -11,33 +11,12 @@ import argparse
 import contextlib
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from boe_eval.analysis.load import load_results
 from boe_eval.analysis.plots import AXIS_COLUMN, X_LABELS, plot_pareto
 from boe_eval.analysis.tables import ablation_table, budget_table, cells_table, paper_table
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    """Atomic text write (a report rewritten by concurrent multirun jobs is never half a file); the
-    temporary file is removed on every error path (full disk, read-only folder), which raises
-    `StoreError` (one line)."""
-    from boe_eval.store import StoreError, describe_os_error
-
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as err:
-        raise StoreError(describe_os_error(err, path)) from None
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-    return path
+from boe_eval.store import write_text_atomic
 
 
 _write = write_text_atomic

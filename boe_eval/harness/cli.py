@@ -37,7 +37,7 @@ def run_job(cfg: DictConfig) -> Path:
     """Evaluate every sampler of the job; returns the results directory."""
     import torch
 
-    from boe_eval.analysis.report import write_text_atomic
+    from boe_eval.store import write_text_atomic
     from boe_eval.analysis.tables import format_summary_table
     from boe_eval.harness.distributed import data_parallel
     from boe_eval.harness.evaluate import evaluate_cell

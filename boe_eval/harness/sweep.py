@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -310,21 +308,10 @@ def budget_check(cell: SweepCell, summary: Mapping[str, Any]) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------------------------- wall time
 def _write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
-    """Write JSON through a temporary file (removed on every error path: full disk, read-only...)."""
-    from boe_eval.store import StoreError, describe_os_error
+    """Calibration file, written atomically (temporary file removed on every error path)."""
+    from boe_eval.store import write_text_atomic
 
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=2)
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as err:
-        raise StoreError(describe_os_error(err, path)) from None
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
+    write_text_atomic(path, json.dumps(payload, indent=2))
 
 
 def calibrate_seconds_per_forward(denoiser: Any, batch_size: int, width: int, repeats: int = 5) -> float:

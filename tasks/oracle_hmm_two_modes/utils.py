@@ -1,27 +1,6 @@
-"""oracle_hmm_two_modes: data, prompt and exact metrics (boe_eval.oracles)."""
+"""oracle_hmm_two_modes: data, prompt and exact metrics (boe_eval.oracles.task)."""
 
-from __future__ import annotations
+from boe_eval.oracles.task import OracleTask
 
-import functools
-
-from boe_eval.harness.task_data import local_dataset
-from boe_eval.oracles import ORACLE_DIR
-from boe_eval.oracles.base import SEPARATOR, score_response
-from boe_eval.oracles.load import load_oracle
-
-
-@functools.lru_cache(maxsize=1)
-def oracle():
-    return load_oracle(ORACLE_DIR / "hmm_two_modes")
-
-
-def load(**kwargs):
-    return local_dataset(__file__, {"test": "data/test.jsonl"})
-
-
-def doc_to_text(doc: dict) -> str:
-    return doc["template"] + SEPARATOR
-
-
-def process_results(doc: dict, results: list[str]) -> dict[str, float]:
-    return score_response(oracle(), doc["template"], results[0])
+_task = OracleTask("hmm_two_modes", __file__)
+load, doc_to_text, process_results = _task.load, _task.doc_to_text, _task.process_results
