@@ -412,3 +412,18 @@ def test_boe_report_on_a_damaged_cell_warns_in_one_line_and_reports_the_others(t
     assert report.main([str(tmp_path), "--no-plot"]) == 2  # nothing left to report: one error line
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"boe-report: error: results folder {str(tmp_path)!r} holds no complete cells (expected verified rows/*.jsonl)")
+
+
+def test_a_built_in_model_on_another_task_is_refused_before_loading():
+    """`model=tiny_sudoku` alone keeps the default task (tiny_addition) and would score the Sudoku model on sums
+    (0%, silently): refused in one line; the model's own task, and any task on a directory model, are accepted."""
+    from boe_eval.errors import ConfigError
+    from boe_eval.harness.specs import build_specs
+
+    with pytest.raises(ConfigError, match=r"^task=tiny_addition does not fit model.path=builtin:tiny_sudoku: that model "
+                                          r"was made for task=tiny_sudoku .*add task=tiny_sudoku"):
+        build_specs(compose(["model=tiny_sudoku", "sampler=confidence"]))
+    [(spec, _)] = build_specs(compose(["model=tiny_sudoku", "task=tiny_sudoku", "sampler=confidence"]))
+    assert (spec.model_path, spec.task) == ("builtin:tiny_sudoku", "tiny_sudoku")
+    with pytest.raises(ConfigError, match="made for task=oracle_sudoku4"):
+        build_specs(compose(["model=oracle_sudoku4", "task=tiny_sudoku", "sampler=confidence"]))

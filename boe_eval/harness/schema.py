@@ -51,6 +51,7 @@ class ModelSchema:
     dtype: str = _allowed("float32", "one of float32, float16, bfloat16")
     device: str = _allowed("cpu", "cpu, cuda, cuda:<index> or mps")
     chat_template: bool = _allowed(False, "true or false (wrap prompts in the tokenizer's chat template)")
+    task: str | None = _allowed(None, "the task a built-in model or oracle was made for (or null)")
 
     def check(self) -> None:
         from boe_eval.models.loading import DTYPES

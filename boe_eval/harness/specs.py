@@ -45,6 +45,12 @@ def build_specs(cfg: DictConfig) -> list[tuple[Any, Any]]:
     model_path = str(_required(cfg, "model.path", "model"))
     check_model_dir(model_path)  # missing or corrupt model directory: one-line error before loading
     task_name = str(_required(cfg, "task.name", "task"))
+    made_for = cfg.model.get("task")
+    if made_for and model_path.startswith(("builtin:", "oracle:")) and task_name != made_for:
+        raise ConfigError(
+            f"task={task_name} does not fit model.path={model_path}: that model was made for task={made_for} "
+            f"(another task's prompts are outside its vocabulary): add task={made_for}, or choose another model"
+        )
     lm_task = str(_required(cfg, "task.lm_eval_task", "task"))
     include = tuple(str(p) for p in (OmegaConf.select(cfg, "task.include_paths", default=None) or []))
     try:
