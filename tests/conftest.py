@@ -45,3 +45,22 @@ def tiny_bert(tiny_bert_dir):
     from boe_eval.models import load_denoiser
 
     return load_denoiser(tiny_bert_dir)
+
+
+#: held-out puzzles of the built-in Sudoku task (tasks/tiny_sudoku/data/test.jsonl), for the BoE-family tests
+SUDOKU_PUZZLES = ["0200310410000400", "4000000001002010", "0003001030000100"]
+
+
+@pytest.fixture(scope="module")
+def sudoku64():
+    """The built-in trained 4x4 Sudoku MDM in float64 (a real, sharp signal; 16 answer slots)."""
+    from boe_eval.models.loading import load_denoiser
+
+    return load_denoiser("builtin:tiny_sudoku", dtype=torch.float64)
+
+
+def sudoku_ids(denoiser, puzzles=SUDOKU_PUZZLES):
+    """Prompt token ids of the built-in Sudoku task for `puzzles`."""
+    from boe_eval.tiny.sudoku import prompt
+
+    return [denoiser.tokenizer.encode(prompt(p), add_special_tokens=False) for p in puzzles]

@@ -18,19 +18,11 @@ from boe_eval.models import load_denoiser
 from boe_eval.models.denoiser import Denoiser
 from boe_eval.samplers import build_sampler
 from boe_eval.samplers.boe_exact import BoEExactConfig, BoEExactSampler
-from boe_eval.tiny.sudoku import prompt as sudoku_prompt
+from conftest import sudoku_ids as _ids
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-PUZZLES = ["0200310410000400", "4000000001002010", "0003001030000100"]
 
 
-@pytest.fixture(scope="module")
-def sudoku64():
-    return load_denoiser("builtin:tiny_sudoku", dtype=torch.float64)
-
-
-def _ids(denoiser, puzzles=PUZZLES):
-    return [denoiser.tokenizer.encode(sudoku_prompt(p), add_special_tokens=False) for p in puzzles]
 
 
 class Spy(BoEExactSampler):

@@ -15,25 +15,14 @@ import torch
 
 from boe_eval.decoding import ConfigError, DecodeConfig, generate
 from boe_eval.harness.sweep import derive_steps, knob_rule
-from boe_eval.models import load_denoiser
 from boe_eval.samplers import build_sampler
 from boe_eval.samplers.boe import BoEConfig, BoESampler, candidate_set
 from boe_eval.samplers.lookum import LookumConfig, LookumSampler, mean_masked_entropy
-from boe_eval.tiny.sudoku import prompt as sudoku_prompt
+from conftest import sudoku_ids as _ids
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-#: held-out puzzles of the built-in task (tasks/tiny_sudoku/data/test.jsonl)
-PUZZLES = ["0200310410000400", "4000000001002010", "0003001030000100"]
 
 
-@pytest.fixture(scope="module")
-def sudoku64():
-    """The built-in trained 4x4 Sudoku MDM in float64 (a real, sharp signal; 16 answer slots)."""
-    return load_denoiser("builtin:tiny_sudoku", dtype=torch.float64)
-
-
-def _ids(denoiser, puzzles=PUZZLES):
-    return [denoiser.tokenizer.encode(sudoku_prompt(p), add_special_tokens=False) for p in puzzles]
 
 
 class BoESpy(BoESampler):
