@@ -204,9 +204,11 @@ def _step(run: _Run, rows: Tensor, eligible: Tensor, budget: Tensor, block_index
         block_index=block_index, num_blocks=run.num_blocks, block_step=block_step,
         steps_per_block=run.steps_per_block, step=run.step, total_steps=config.steps, timestep=timestep,
     )
+    with torch.no_grad():  # the policy's own token proposal (default: x0), drawn before its decision
+        ctx.proposal = sampler.propose_tokens(ctx)
     decision = _decide(sampler, ctx, prediction.unusable)
     run.diagnostics.observe(sampler, ctx, decision)  # what confidence would commit (observes only)
-    tokens = decision.tokens if decision.tokens is not None else prediction.x0
+    tokens = decision.tokens if decision.tokens is not None else ctx.proposal
     run.trajectory.record(canvas, ctx, decision, run.meter)
     canvas.write(rows, decision.commit, tokens, decision.remask, run.denoiser.mask_id)
     if decision.fallbacks is not None:

@@ -4,10 +4,31 @@ LLaDA's `add_gumbel_noise`, docs/references.md §1)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+
+def gumbel_max_tokens(
+    log_weights: Callable[[int, Tensor], Tensor], eligible: Tensor, generators: list[torch.Generator], fallback: Tensor
+) -> Tensor:
+    """Tokens [b, L]: at the eligible slots of row j, argmax(log_weights(j, idx) + Gumbel noise) in float64, a
+    sample of softmax(log w) drawn from row j's own generator (one uniform per slot and id, in slot order);
+    `fallback` elsewhere. `log_weights(j, idx)` gives the [n, V] log weights of those slots only (a block's worth,
+    not the whole canvas). The one Gumbel-max of the project: the loop's proposal and the policies that own theirs
+    (`Sampler.propose_tokens`) both draw through it."""
+    tokens = fallback.clone()
+    for j, g in enumerate(generators):
+        idx = eligible[j].nonzero().squeeze(1)
+        if idx.numel() == 0:
+            continue
+        weights = log_weights(j, idx).double()
+        u = torch.rand(weights.shape, generator=g, device=g.device, dtype=torch.float64).to(weights.device)
+        gumbel = -torch.log(-torch.log(u.clamp_min(1e-300)))
+        tokens[j, idx] = (weights + gumbel).argmax(-1)
+    return tokens
 
 
 def propose_tokens(logits: Tensor, eligible: Tensor, temperature: float, generators: list[torch.Generator]) -> Tensor:
@@ -15,14 +36,7 @@ def propose_tokens(logits: Tensor, eligible: Tensor, temperature: float, generat
     (argmax of logits/T + Gumbel noise in float64, as LLaDA's `add_gumbel_noise`)."""
     x0 = logits.argmax(-1)
     if temperature > 0:
-        for j, g in enumerate(generators):
-            idx = eligible[j].nonzero().squeeze(1)
-            if idx.numel() == 0:
-                continue
-            rows = logits[j, idx].double()
-            u = torch.rand(rows.shape, generator=g, device=g.device, dtype=torch.float64).to(rows.device)
-            gumbel = -torch.log(-torch.log(u.clamp_min(1e-300)))
-            x0[j, idx] = (rows / temperature + gumbel).argmax(-1)
+        x0 = gumbel_max_tokens(lambda j, idx: logits[j, idx].double() / temperature, eligible, generators, x0)
     return x0
 
 
@@ -65,4 +79,4 @@ def prepare_prediction(
     return Prediction(logits=logits, x0=propose_tokens(logits, eligible, temperature, generators), unusable=rows)
 
 
-__all__ = ["Prediction", "discard_predictions", "prepare_prediction", "propose_tokens", "unusable_slots"]
+__all__ = ["Prediction", "discard_predictions", "gumbel_max_tokens", "prepare_prediction", "propose_tokens", "unusable_slots"]

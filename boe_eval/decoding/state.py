@@ -41,6 +41,9 @@ class StepContext:
     step: int  #: global step index (0-based) = block_index * steps_per_block + block_step for fixed schedules
     total_steps: int  #: T, the configured number of steps
     timestep: Tensor | None = None  #: [b] diffusion time t in (0, 1] for time-conditioned denoisers
+    #: [b, L] the tokens the policy proposes (`Policy.propose_tokens`, called by the loop before `select`): `x0`
+    #: unless the policy owns its proposal (ReMDM's temperature-1 / nucleus draws); a decision's default tokens
+    proposal: Tensor | None = None
 
     @cached_property
     def log_probs(self) -> Tensor:
@@ -75,7 +78,8 @@ class StepContext:
 
 @dataclass(eq=False)
 class StepDecision:
-    """Which slots to write this step. `tokens` defaults to `ctx.x0`; `remask` (ReMDM-style) lists
+    """Which slots to write this step. `tokens` defaults to `ctx.proposal` (= `ctx.x0` unless the policy owns its
+    proposal); `remask` (ReMDM-style) lists
     committed slots to turn back into masks *after* the writes."""
 
     commit: Tensor  #: [b, L] bool
@@ -100,5 +104,7 @@ class Policy(Protocol):
     def current_prediction(
         self, model: MeteredDenoiser, rows: Tensor, x: Tensor, attention_mask: Tensor, timestep: Tensor | None
     ) -> Tensor | None: ...
+
+    def propose_tokens(self, ctx: StepContext) -> Tensor: ...
 
     def select(self, ctx: StepContext) -> StepDecision: ...

@@ -79,6 +79,14 @@ class Sampler:
         block and continues (budget = all remaining) while masked slots remain."""
         return uniform_budgets(n_masked, steps_per_block)
 
+    def propose_tokens(self, ctx: StepContext) -> Tensor:
+        """The tokens this policy would write at each slot [b, L], drawn before `select` (which reads them as
+        `ctx.proposal`; they are also a decision's default `tokens`). Default: the loop's proposal `ctx.x0`
+        (argmax, or Gumbel-max at the run's temperature). A policy that owns its proposal (ReMDM samples at
+        temperature 1 or from a nucleus) overrides this, drawing through `decoding.prediction.gumbel_max_tokens`
+        with the row generators in `ctx.generators`."""
+        return ctx.x0
+
     def select(self, ctx: StepContext) -> StepDecision:  # pragma: no cover - abstract
         raise NotImplementedError
 

@@ -51,32 +51,20 @@ import torch
 from torch import Tensor
 
 from boe_eval.errors import ConfigError
+from boe_eval.decoding.prediction import gumbel_max_tokens
 from boe_eval.decoding.schedule import uniform_budgets
 from boe_eval.decoding.state import StepContext, StepDecision
 from boe_eval.samplers.cost import KnobRule, StepCost
 from boe_eval.samplers.base import Sampler, SamplerConfig, register_sampler, top_k_mask
 
 
-def gumbel_max(log_weights: Tensor, generator: torch.Generator) -> Tensor:
-    """argmax(log w + Gumbel noise) per row of `log_weights` [n, V]: a sample of softmax(log w).
-    Noise is float64 uniform from `generator` (LLaDA's / ReMDM's fp64 Gumbel)."""
-    u = torch.rand(log_weights.shape, generator=generator, device=generator.device, dtype=torch.float64)
-    gumbel = -torch.log(-torch.log(u.to(log_weights.device).clamp_min(1e-300)))
-    return (log_weights.double() + gumbel).argmax(-1)
-
-
 def sample_eligible_tokens(
     ctx: StepContext, log_weights: Callable[[Tensor], Tensor], fallback: Tensor
 ) -> Tensor:
     """Tokens [b, L]: at the eligible slots of each row a Gumbel-max sample of
-    `log_weights(probabilities [n, V] of those slots)`, drawn from the row's own generator;
-    `fallback` elsewhere. Only the eligible slots' distributions are transformed."""
-    tokens = fallback.clone()
-    for j, generator in enumerate(ctx.generators):
-        idx = ctx.eligible[j].nonzero().squeeze(1)
-        if idx.numel():
-            tokens[j, idx] = gumbel_max(log_weights(ctx.probs[j, idx]), generator)
-    return tokens
+    `log_weights(probabilities [n, V] of those slots)` (fp64 Gumbel, the loop's `gumbel_max_tokens`), drawn from
+    the row's own generator; `fallback` elsewhere. Only the eligible slots' distributions are transformed."""
+    return gumbel_max_tokens(lambda j, idx: log_weights(ctx.probs[j, idx]), ctx.eligible, ctx.generators, fallback)
 
 
 def block_slots(ctx: StepContext) -> Tensor:
@@ -143,14 +131,18 @@ class RemdmLladaSampler(Sampler):
         start = self.remask_start(steps_per_block)
         return start <= iteration < start + steps_per_block
 
-    def select(self, ctx: StepContext) -> StepDecision:
+    def propose_tokens(self, ctx: StepContext) -> Tensor:
+        """Gumbel-max samples at `token_temperature` over p in float64 (the reference's temperature 1), whatever
+        the run's temperature; null: the loop's proposal."""
         temperature = self.config.token_temperature
         if temperature is None:
-            tokens = ctx.x0
-        elif temperature == 0:
-            tokens = ctx.logits.argmax(-1)
-        else:
-            tokens = sample_eligible_tokens(ctx, lambda p: torch.log(p.double()) / temperature, ctx.logits.argmax(-1))
+            return ctx.x0
+        if temperature == 0:
+            return ctx.logits.argmax(-1)
+        return sample_eligible_tokens(ctx, lambda p: torch.log(p.double()) / temperature, ctx.logits.argmax(-1))
+
+    def select(self, ctx: StepContext) -> StepDecision:
+        tokens = ctx.proposal
         confidence = ctx.probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
         commit = top_k_mask(confidence, ctx)
         cache = self._commit_confidence[ctx.rows]
@@ -264,6 +256,13 @@ class RemdmScheduleSampler(Sampler):
         t = 1 - step * dt
         return t, t - dt
 
+    def propose_tokens(self, ctx: StepContext) -> Tensor:
+        """Tokens from the nucleus (top-p) distribution of p_x0 at the eligible slots, the canvas elsewhere; the
+        final "noise removal" step writes the argmax."""
+        if ctx.block_step >= ctx.steps_per_block:
+            return ctx.logits.argmax(-1)
+        return sample_eligible_tokens(ctx, lambda p: nucleus_log_probs(p, self.config.nucleus_p), ctx.x)
+
     def select(self, ctx: StepContext) -> StepDecision:
         if not ctx.model.time_conditioned:
             raise ConfigError(
@@ -271,10 +270,10 @@ class RemdmScheduleSampler(Sampler):
                 f"{ctx.model.name!r} is not one: use remdm_llada for LLaDA-style models"
             )
         if ctx.block_step >= ctx.steps_per_block:  # the reference's final argmax "noise removal"
-            return StepDecision(commit=ctx.eligible.clone(), tokens=ctx.logits.argmax(-1))
+            return StepDecision(commit=ctx.eligible.clone(), tokens=ctx.proposal)
         t, s = self.times(ctx.block_step, ctx.steps_per_block)
         unmask_probability, remask_probability = self.transition(t, s)
-        tokens = sample_eligible_tokens(ctx, lambda p: nucleus_log_probs(p, self.config.nucleus_p), ctx.x)
+        tokens = ctx.proposal
         written = ctx.committed & block_slots(ctx)
         commit = torch.zeros_like(ctx.eligible)
         remask = torch.zeros_like(ctx.eligible)
