@@ -36,7 +36,7 @@ def test_paper_table2_decoders_keeps_the_d1_protocol_and_adds_the_decoders(tiny_
 def test_tiny_addition_decoders_plans_every_knob(tmp_path):
     cfg = compose(["sweep=tiny_addition_decoders", f"output_dir={tmp_path}"])
     assert [e.label for e in read_sweep(cfg).samplers] == [
-        "confidence", "eb", "boe", "threshold", "factor", "prophet", "dus", "info_gain", "info_gain_lookahead"]
+        "confidence", "eb", "boe", "threshold", "factor", "prophet", "dus", "info_gain", "info_gain_lookahead", "dvoting"]
     cells = plan_sweep(cfg)
     steps = {(c.entry.label, c.budget): c.spec.steps for c in cells if c.budget is not None}
     assert [steps[("boe", b)] for b in (3, 4, 6, 12)] == [1, 2, 3, 6]
@@ -47,4 +47,4 @@ def test_tiny_addition_decoders_plans_every_knob(tmp_path):
         if c.budget is None:
             grids.setdefault(c.entry.label, []).append(c.spec.sampler_params[c.rule.adaptive])
     assert grids == {"eb": [0.0, 0.1, 0.5, 2.0], "threshold": [0.5, 0.7, 0.9, 0.99], "factor": [0.5, 1.0, 2.0, 4.0],
-                     "dus": [2, 3, 12]}
+                     "dus": [2, 3, 12], "dvoting": [1, 3, 5]}
