@@ -147,6 +147,23 @@ class MeteredDenoiser:
 
     __call__ = forward
 
+    @property
+    def supports_4d_mask(self) -> bool:
+        """The model takes a boolean [B, 1, Q, K] attention mask and position ids (`forward_masked`)."""
+        return self._denoiser.supports_4d_mask
+
+    def forward_masked(self, rows: Tensor | Sequence[int], input_ids: Tensor, attention_mask: Tensor,
+                       position_ids: Tensor) -> Tensor:
+        """One denoiser evaluation under a per-query mask [b, 1, Q, K] with explicit positions (`Denoiser.masked_logits`),
+        one NFE per row; tokens processed = the Q positions fed to the model."""
+        rows = torch.as_tensor(rows, dtype=torch.long)
+        start = time.perf_counter()
+        with torch.no_grad():
+            logits = self._denoiser.masked_logits(input_ids, attention_mask, position_ids)
+        tokens = torch.full((input_ids.shape[0],), input_ids.shape[1], dtype=torch.long)
+        self.meter.record_forward(rows, tokens, time.perf_counter() - start)
+        return logits
+
     def grad(self, rows: Tensor | Sequence[int], output: Tensor, inputs: Tensor) -> Tensor:
         """One backward pass: d output / d inputs (`torch.autograd.grad`), counted as a backward."""
         rows = torch.as_tensor(rows, dtype=torch.long)

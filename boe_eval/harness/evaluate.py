@@ -84,8 +84,17 @@ def check_sampler_fits_model(sampler: Sampler, model_path: str) -> None:
     """Before loading: a sampler that needs a time-conditioned denoiser (the ReMDM sigma-schedules
     remdm_cap, remdm_rescale, remdm_loop) on a model that is not one (LLaDA, Dream, masked LMs) is refused
     in one line, instead of failing at its first step after the model has loaded."""
+    from boe_eval.models.denoiser import FOUR_D_MASK_MODEL_TYPES
     from boe_eval.models.loading import read_config
 
+    if getattr(sampler, "needs_4d_mask", False):
+        model_type = str(read_config(model_path).get("model_type", "")).lower()
+        if model_type not in FOUR_D_MASK_MODEL_TYPES:
+            raise ConfigError(
+                f"sampler={sampler.name} needs a denoiser that takes a 4-D attention mask (its shadow-block "
+                f"verification) and model.path={model_path} is a {model_type or 'masked LM'!r} model, which does not: "
+                f"models with one are {', '.join(sorted(FOUR_D_MASK_MODEL_TYPES))} (e.g. model=tiny_addition)"
+            )
     if not sampler.needs_time_conditioning:
         return
     model_type = str(read_config(model_path).get("model_type", "")).lower()

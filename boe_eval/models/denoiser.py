@@ -13,6 +13,11 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
+#: model types (config.json, lower case) whose forward takes a per-query attention mask and position ids, so that
+#: `Denoiser.masked_logits` works: BERT's `get_extended_attention_mask` accepts a [B, Q, K] mask. Read by the
+#: pre-flight before a model loads (samplers that declare `needs_4d_mask`, e.g. WINO's shadow-block verification).
+FOUR_D_MASK_MODEL_TYPES = frozenset({"bert"})
+
 
 class Denoiser:
     """A masked-diffusion denoiser D_theta(x_t, t) -> per-position token logits (paper eq. 5).
@@ -124,6 +129,25 @@ class Denoiser:
         timestep: Tensor | None,
     ) -> Tensor:
         out = self.model(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask)
+        return out.logits
+
+    @property
+    def supports_4d_mask(self) -> bool:
+        """True if `masked_logits` can run: the model takes a per-query attention mask and position ids."""
+        model_type = str(getattr(getattr(self.model, "config", None), "model_type", "")).lower()
+        return type(self)._forward is Denoiser._forward and model_type in FOUR_D_MASK_MODEL_TYPES
+
+    def masked_logits(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor) -> Tensor:
+        """Logits [B, Q, V] under a boolean attention mask [B, 1, Q, K] (query i attends to key j where True; Q = K =
+        the width of `input_ids`) with explicit `position_ids` [B, Q], e.g. a shadow copy of a block placed after
+        the canvas with the block's positions (WINO). Only where `supports_4d_mask`."""
+        if not self.supports_4d_mask:
+            raise ValueError(f"{self.name!r} does not take a 4-D attention mask (supports_4d_mask is False)")
+        if attention_mask.dim() != 4 or attention_mask.shape[1] != 1 or attention_mask.dtype != torch.bool:
+            raise ValueError(f"attention_mask must be a boolean [B, 1, Q, K] tensor, got {tuple(attention_mask.shape)} "
+                             f"{attention_mask.dtype}")
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask[:, 0].long(), position_ids=position_ids,
+                         token_type_ids=torch.zeros_like(input_ids))
         return out.logits
 
     @contextlib.contextmanager

@@ -52,6 +52,9 @@ class Sampler:
     #: True if the policy needs the diffusion time t of a time-conditioned denoiser (the MDLM sigma-schedules):
     #: the pre-flight then refuses models that are not time-conditioned, before any model loads.
     needs_time_conditioning: ClassVar[bool] = False
+    #: True if the policy calls `model.forward_masked` (a boolean [B, 1, Q, K] attention mask with position ids, WINO's
+    #: shadow-block verification): the pre-flight then refuses models without `supports_4d_mask`, before any loads.
+    needs_4d_mask: ClassVar[bool] = False
     #: its cost per step and sweep knob (`boe_eval.samplers.cost`); every registered sampler declares one
     knob: ClassVar[KnobRule | None] = None
 

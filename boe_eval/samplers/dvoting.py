@@ -154,6 +154,10 @@ class DVotingSampler(Sampler):
         vocab = int(model.embedding_matrix.shape[0])
         return torch.zeros((x.shape[0], x.shape[1], vocab), dtype=torch.float32, device=x.device)
 
+    def block_budgets(self, n_masked: Tensor, steps_per_block: int) -> Tensor:
+        # the voted canvas fills a block in one loop step (for confidence too: no decision step to compare)
+        return n_masked[:, None].clone()
+
     def select(self, ctx: StepContext) -> StepDecision:
         rows = ctx.rows.tolist()
         todo = [j for j, row in enumerate(rows) if self._voted[row] is None]

@@ -1,0 +1,189 @@
+"""WINO (`boe_eval/samplers/wino.py`) and the 4-D attention mask capability it needs: parity with a restatement of
+the official `decoding_wino` (Kamichanw/d2Cache `src/generation/wino_official.py`; same tokens, same NFE) on a tiny
+random BERT, the shadow block checked against plain forwards, a hand-computed step, and the refusals."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from boe_eval.decoding.loop import DecodeConfig, generate
+from boe_eval.errors import ConfigError
+from boe_eval.harness.evaluate import check_sampler_fits_model
+from boe_eval.models.denoiser import Denoiser
+from boe_eval.models.loading import load_denoiser
+from boe_eval.samplers import build_sampler
+from boe_eval.samplers.wino import shadow_inputs
+from test_samplers_baselines import PROMPTS, encode, letters, run
+
+
+def wino_reference(denoiser, prompt, mask_id, gen_length, block_length, threshold, threshold_back):
+    """`decoding_wino` for one prompt, restated on the harness's model call (`masked_logits`, forbidden ids at -inf):
+    canvas + shadow block, the ~eye mask, the 0.7 write cap, the `last_accept` remask cap."""
+    forbidden = list(denoiser.forbidden_ids)
+    p0 = len(prompt)
+    x = torch.full((1, p0 + gen_length + block_length), mask_id, dtype=torch.long)
+    x[0, :p0] = torch.tensor(prompt)
+    calls = 0
+    for nb in range(gen_length // block_length):
+        lo, hi = p0 + nb * block_length, p0 + (nb + 1) * block_length
+        mask_index = x == mask_id
+        mask_index[:, hi:] = False
+        unmask = torch.zeros_like(mask_index)
+        unmask[:, -block_length:] = ~mask_index[:, lo:hi]
+        position_ids = torch.cat([torch.arange(p0 + gen_length), torch.arange(lo, hi)])[None]
+        attention = torch.ones(1, 1, x.shape[1], x.shape[1], dtype=torch.bool)
+        attention[:, :, :, -block_length:] = False
+        attention[:, :, -block_length:, -block_length:] = True
+        attention[:, :, -block_length:, lo:hi] = ~torch.eye(block_length, dtype=torch.bool)
+        last_accept = 30
+        while mask_index.any():
+            max_accept = min(max(int(mask_index.sum() * 0.7), 5), 20)
+            with torch.no_grad():
+                logits = denoiser.masked_logits(x, attention, position_ids).float()
+            logits[..., forbidden] = float("-inf")
+            calls += 1
+            x0 = logits.argmax(-1)
+            shift_left = torch.zeros_like(unmask)
+            shift_left[:, lo:hi] = unmask[:, -block_length:]
+            x0[unmask] = x[shift_left]
+            p = F.softmax(logits.double(), dim=-1)
+            x0_p = p.gather(-1, x0[..., None])[..., 0]
+            x0 = torch.where(mask_index, x0, x)
+            confidence = torch.where(mask_index, x0_p, -np.inf)
+            confidence_back = torch.where(unmask, x0_p, np.inf)
+            transfer = confidence > threshold
+            if transfer.sum() > max_accept:
+                order = torch.argsort(confidence[0], descending=True, stable=True)[:max_accept]
+                transfer = torch.zeros_like(transfer)
+                transfer[0, order] = True
+            elif not transfer.any():
+                transfer[0, int(torch.argmax(confidence[0]))] = True
+            x[transfer] = x0[transfer]
+            num_accept = int(transfer.sum())
+            if num_accept > 1:
+                remask = confidence_back < threshold_back
+                if remask.sum() >= last_accept:
+                    order = torch.argsort(confidence_back[0], stable=True)[: last_accept - 1]
+                    remask = torch.zeros_like(remask)
+                    remask[0, order] = True
+            else:
+                remask = torch.zeros_like(transfer)
+            remask_shift = torch.zeros_like(remask)
+            remask_shift[:, lo:hi] = remask[:, -block_length:]
+            x[remask_shift] = mask_id
+            mask_index[transfer] = False
+            mask_index[remask_shift] = True
+            transfer_shift = torch.zeros_like(transfer)
+            transfer_shift[:, -block_length:] = transfer[:, lo:hi]
+            unmask[transfer_shift] = True
+            unmask[remask] = False
+            last_accept = num_accept
+    return x[0, p0:p0 + gen_length].tolist(), calls
+
+
+@pytest.mark.parametrize("threshold, threshold_back, block_length", [
+    (0.6, 0.9, 8),        # the reference defaults: a random BERT is never this sure, one slot per step
+    (0.012, 0.9, 8),      # wide in: several slots per step, narrow out: remasking
+    (0.011, 0.02, 16),    # one block, a looser verification
+    (0.0, 1.0, 4),        # every slot passes (capped at 5 of 4): one step per block
+])
+def test_wino_matches_the_reference(tiny_bert, threshold, threshold_back, block_length):
+    sampler = build_sampler("wino", threshold=threshold, threshold_back=threshold_back)
+    results = run(tiny_bert, sampler, PROMPTS, gen_length=16, steps=16, block_length=block_length)
+    for prompt, result in zip(PROMPTS, results):
+        tokens, calls = wino_reference(tiny_bert, encode(tiny_bert, prompt), tiny_bert.mask_id, 16, block_length,
+                                       threshold, threshold_back)
+        assert (result.tokens, result.nfe) == (tokens, calls)
+    if threshold == 0.012:
+        assert sum(r.decisions["remasked"] for r in results) > 0  # the narrow-out path ran
+
+
+def test_canvas_queries_see_the_plain_canvas_and_shadow_query_i_misses_slot_i(tiny_bert):
+    """The 4-D mask: canvas logits equal a plain forward; shadow query i equals a forward that cannot see slot i."""
+    x = torch.tensor([encode(tiny_bert, "ab+cd=") + [tiny_bert.mask_id] * 2 + encode(tiny_bert, "xy")])
+    attention = torch.ones_like(x)
+    ids, mask, positions = shadow_inputs(x, attention, torch.tensor([6]), 4, tiny_bert.mask_id)
+    with torch.no_grad():
+        both = tiny_bert.masked_logits(ids, mask, positions)
+        plain = tiny_bert.logits(x, attention_mask=attention)
+    assert torch.allclose(both[:, :10], plain, atol=1e-5)
+    # shadow query 0 (slot 6) with slot 6's key hidden differs from the canvas query at slot 6 only through that key
+    hidden = mask.clone()
+    hidden[:, :, 10, 6] = True
+    with torch.no_grad():
+        seeing = tiny_bert.masked_logits(ids, hidden, positions)
+    assert not torch.allclose(seeing[:, 10], both[:, 10], atol=1e-5)
+    assert torch.allclose(seeing[:, :10], both[:, :10], atol=1e-6)
+
+
+class ScriptedShadow(Denoiser):
+    """Its n-th masked forward returns `script(n)` = ({canvas slot: p(a)}, {shadow slot: p(a)}) as two-point
+    distributions over the letters a, b; everything else flat."""
+
+    def __init__(self, base: Denoiser, prompt_length: int, gen_length: int, script) -> None:
+        super().__init__(base.model, base.tokenizer, mask_id=base.mask_id, forbidden_ids=base.forbidden_ids)
+        self.prompt_length, self.gen_length, self.script, self.calls = prompt_length, gen_length, script, 0
+        self.a, self.b = letters(base, "ab")
+
+    @property
+    def supports_4d_mask(self) -> bool:
+        return True
+
+    def masked_logits(self, input_ids, attention_mask, position_ids):
+        logits = torch.zeros((*input_ids.shape, self.vocab_size))
+        main, shadow = self.script(self.calls)
+        width = self.prompt_length + self.gen_length
+        for offset, where in ((self.prompt_length, main), (width, shadow)):
+            for slot, p_a in where.items():
+                row = torch.full((self.vocab_size,), float("-inf"))
+                row[self.a], row[self.b] = math.log(p_a), math.log(1 - p_a)
+                logits[:, offset + slot] = row
+        self.calls += 1
+        return logits
+
+
+def test_hand_computed_steps(tiny_bert):
+    """Block of 6, tau = 0.6, tau_back = 0.9. Call 0: p(a) = 0.9, 0.8 at slots 0, 1 pass (the rest 0.55): two
+    written, nothing to verify yet. Call 1: slots 2, 3 pass (two written, > 1), and slot 0's shadow gives its written a
+    only 0.5 < 0.9 while slot 1's gives 0.95: one suspect, fewer than last step's 2 writes, so slot 0 is masked again.
+    Call 2: slots 0, 4, 5 pass, every shadow is sure: done in 3 forwards, one write undone."""
+    prompt = encode(tiny_bert, "xy")
+    rest = {k: 0.55 for k in range(6)}
+    script = lambda n: [  # noqa: E731
+        ({**rest, 0: 0.9, 1: 0.8}, {}),
+        ({**rest, 2: 0.95, 3: 0.95}, {0: 0.5, 1: 0.95}),
+        ({**rest, 0: 0.95, 4: 0.95, 5: 0.95}, {k: 0.95 for k in range(6)}),
+    ][n]
+    model = ScriptedShadow(tiny_bert, len(prompt), 6, script)
+    (result,) = generate(model, [prompt], build_sampler("wino"), DecodeConfig(gen_length=6, steps=6, block_length=6,
+                                                                              record_trajectory=True))
+    a = letters(tiny_bert, "a")[0]
+    assert result.tokens == [a] * 6
+    assert (result.nfe, model.calls, result.decisions["remasked"]) == (3, 3, 1)
+    assert [set(step["committed"]) for step in result.trajectory] == [{0, 1}, {2, 3}, {0, 4, 5}]
+
+
+def test_oracles_and_non_bert_models_are_refused_before_loading(tmp_path):
+    with pytest.raises(ConfigError, match="sampler=wino needs a denoiser that takes a 4-D attention mask"):
+        check_sampler_fits_model(build_sampler("wino"), "oracle:sudoku4")
+    check_sampler_fits_model(build_sampler("wino"), "builtin:tiny_addition")  # BERT: accepted
+
+
+def test_a_model_without_the_capability_is_refused_at_its_first_step():
+    oracle = load_denoiser("oracle:sudoku4")
+    assert not oracle.supports_4d_mask
+    prompt = oracle.tokenizer("....4....3.22..1|", add_special_tokens=False)["input_ids"]
+    with pytest.raises(ConfigError, match="supports_4d_mask is False"):
+        generate(oracle, [prompt], build_sampler("wino"), DecodeConfig(gen_length=16, steps=8, block_length=16))
+
+
+@pytest.mark.parametrize("params, message", [({"threshold": 1.5}, "threshold=1.5"),
+                                             ({"threshold_back": -0.1}, "threshold_back=-0.1")])
+def test_bad_parameters_are_one_line_errors(params, message):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        build_sampler("wino", **params)
