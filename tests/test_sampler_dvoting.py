@@ -15,6 +15,7 @@ from boe_eval.errors import ConfigError
 from boe_eval.harness.sweep import plan_sweep
 from boe_eval.samplers import build_sampler
 from boe_eval.samplers.dvoting import remasked_canvas, should_stop
+from fixtures.models import dream, dream_dir, llada, llada_dir  # noqa: F401  (pytest fixtures)
 from test_sweep import compose
 from test_samplers_baselines import PROMPTS, ScriptedDenoiser, encode, letters, reference_model, run, two_point
 
@@ -182,3 +183,22 @@ def test_dvoting_appears_in_a_sweep_with_its_knob(tmp_path):
              if c.entry.name == "dvoting"]
     assert [(c.rule.adaptive, c.spec.sampler_params["samples"], c.budget) for c in cells] == [
         ("samples", 1, None), ("samples", 3, None), ("samples", 5, None)]
+
+
+def test_dvoting_matches_the_reference_on_the_dream_stand_in(dream):  # noqa: F811
+    """The same parity on the tiny Dream stand-in (remote code; its logit shift undone by the denoiser)."""
+    decode = lambda ids: dream.tokenizer.decode(ids, skip_special_tokens=True).strip()  # noqa: E731
+    for seed, prompt in enumerate(PROMPTS):
+        [result] = run(dream, build_sampler("dvoting", samples=3, entropy_threshold=4.0, token_temperature=1.0),
+                       [prompt], seeds=[seed], gen_length=16, steps=16, block_length=8)
+        tokens, calls = dvoting_reference(reference_model(dream), encode(dream, prompt), dream.mask_id, 16, 8, 3, 4.0,
+                                          1.0, torch.Generator().manual_seed(seed), decode)
+        assert (result.tokens, result.nfe) == (tokens, calls)
+
+
+def test_dvoting_completes_every_slot_on_the_llada_stand_in(llada):  # noqa: F811
+    for seed, prompt in enumerate(PROMPTS):
+        [result] = run(llada, build_sampler("dvoting", samples=3), [prompt], seeds=[seed], gen_length=16, steps=16,
+                       block_length=8)
+        assert llada.mask_id not in result.tokens and len(result.tokens) == 16
+        assert 2 <= result.nfe == result.forwards and result.backwards == 0

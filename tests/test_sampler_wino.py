@@ -18,6 +18,7 @@ from boe_eval.models.denoiser import Denoiser
 from boe_eval.models.loading import load_denoiser
 from boe_eval.samplers import build_sampler
 from boe_eval.samplers.wino import shadow_inputs
+from fixtures.models import dream, dream_dir, llada, llada_dir  # noqa: F401  (pytest fixtures)
 from test_samplers_baselines import PROMPTS, encode, letters, run
 
 
@@ -187,3 +188,8 @@ def test_a_model_without_the_capability_is_refused_at_its_first_step():
 def test_bad_parameters_are_one_line_errors(params, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         build_sampler("wino", **params)
+
+
+def test_the_llada_and_dream_stand_ins_do_not_take_a_4d_mask(llada, dream):  # noqa: F811
+    """Their remote code builds its own attention bias (LLaDA ignores the mask): WINO is refused there."""
+    assert not llada.supports_4d_mask and not dream.supports_4d_mask
