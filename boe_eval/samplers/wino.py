@@ -13,8 +13,8 @@ whole canvas except the block's slot i, so shadow query i re-predicts slot i wit
   least the previous step's write count a, only the a - 1 lowest are.
 
 The block ends when no slot of it is masked; NFE = forwards run (adaptive). Tokens are the argmax (the reference
-ignores its temperature). The step's forward is made in `select` through `model.forward_masked` (the loop's step gets
-a placeholder prediction, no model call), so the decision diagnostics of `wino` rows compare against that placeholder.
+ignores its temperature; `propose_tokens`). The step's forward is this policy's `current_prediction`, through
+`model.forward_masked`: the canvas logits go to the loop as the step's prediction, the shadow logits to `select`.
 """
 
 from __future__ import annotations
@@ -79,28 +79,53 @@ class WinoSampler(Sampler):
 
     def start(self, batch_size: int, width: int, device: torch.device) -> None:
         self._last_accept = [FIRST_LAST_ACCEPT] * batch_size  #: per row, the previous step's write count
+        self._gen_start: list[int | None] = [None] * batch_size  #: per row, the first generation slot
+        self._block, self._block_length = -1, 0
+        self._shadow: Tensor | None = None  #: this step's shadow logits [b, B, V]
+
+    def block_budgets(self, n_masked: Tensor, steps_per_block: int) -> Tensor:
+        """The loop's uniform budgets (ignored: WINO sets its own pace). A new block: the reference's reset of
+        `last_accept`; the first block, fully masked, gives the block length."""
+        self._block += 1
+        if self._block == 0:
+            self._block_length = int(n_masked.max())
+        self._last_accept = [FIRST_LAST_ACCEPT] * len(self._last_accept)
+        return super().block_budgets(n_masked, steps_per_block)
 
     def current_prediction(
         self, model: MeteredDenoiser, rows: Tensor, x: Tensor, attention_mask: Tensor, timestep: Tensor | None
     ) -> Tensor | None:
-        # the step's forward (with the shadow block) is made in `select`, which knows the block: a placeholder here
-        vocab = int(model.embedding_matrix.shape[0])
-        return torch.zeros((x.shape[0], x.shape[1], vocab), dtype=torch.float32, device=x.device)
-
-    def select(self, ctx: StepContext) -> StepDecision:
-        model = ctx.model
+        """The step's one forward, canvas plus shadow block: the canvas logits go to the loop (they are the plain
+        forward's), the shadow logits are kept for `select`. The current block is the loop's: the first generation
+        slot of each row (all masked at its first step) + block index x block length."""
         if not model.supports_4d_mask:
             raise ConfigError(f"sampler 'wino' needs a denoiser that takes a 4-D attention mask and {model.name!r} "
                               "does not (supports_4d_mask is False)")
-        width = ctx.x.shape[1]
-        block_length = int((ctx.block_end - ctx.block_start).max())
-        ids, mask, positions = shadow_inputs(ctx.x, ctx.attention_mask, ctx.block_start, block_length, model.mask_id)
-        logits = model.forward_masked(ctx.rows, ids, mask, positions).float()
-        logits[..., list(model.forbidden_ids)] = float("-inf")
-        p = torch.softmax(logits.double(), dim=-1)
-        main, shadow = p[:, :width], p[:, width:]
-        x0 = logits[:, :width].argmax(-1)
-        confidence = main.gather(-1, x0[..., None])[..., 0].masked_fill(~ctx.eligible, float("-inf"))
+        for j, row in enumerate(rows.tolist()):
+            if self._gen_start[row] is None:
+                self._gen_start[row] = int((x[j] == model.mask_id).nonzero()[0])
+        offset = self._block * self._block_length
+        block_start = torch.tensor([self._gen_start[r] + offset for r in rows.tolist()], device=x.device)
+        ids, mask, positions = shadow_inputs(x, attention_mask, block_start, self._block_length, model.mask_id)
+        with torch.no_grad():
+            logits = model.forward_masked(rows, ids, mask, positions)
+        width = x.shape[1]
+        self._shadow = logits[:, width:].float().clone()
+        self._shadow[..., list(model.forbidden_ids)] = float("-inf")
+        return logits[:, :width]
+
+    def propose_tokens(self, ctx: StepContext) -> Tensor:
+        """The argmax, whatever the run's temperature (the reference's `decoding_wino` ignores its temperature)."""
+        return ctx.logits.argmax(-1)
+
+    def select(self, ctx: StepContext) -> StepDecision:
+        block_length = self._block_length
+        if bool((ctx.block_end - ctx.block_start != block_length).any()):
+            raise RuntimeError("sampler 'wino' lost track of the loop's block")
+        p = torch.softmax(ctx.logits.double(), dim=-1)
+        shadow = torch.softmax(self._shadow.double(), dim=-1)
+        x0 = ctx.proposal
+        confidence = p.gather(-1, x0[..., None])[..., 0].masked_fill(~ctx.eligible, float("-inf"))
         slot = ctx.block_start[:, None] + torch.arange(block_length, device=ctx.x.device)[None, :]
         written = ctx.committed.gather(1, slot)  # [b, B]: block slots written at an earlier step
         back = shadow.gather(-1, ctx.x.gather(1, slot)[..., None])[..., 0].masked_fill(~written, float("inf"))
@@ -125,10 +150,6 @@ class WinoSampler(Sampler):
                 remask[j, slot[j][low]] = True
             self._last_accept[row] = accepted
         return StepDecision(commit=commit, tokens=x0, remask=remask)
-
-    def block_budgets(self, n_masked: Tensor, steps_per_block: int) -> Tensor:
-        self._last_accept = [FIRST_LAST_ACCEPT] * len(self._last_accept)  # a new block: the reference's reset
-        return super().block_budgets(n_masked, steps_per_block)
 
 
 def _row(ctx: StepContext, j: int):
