@@ -1,0 +1,206 @@
+"""Model families of 2026 (issue 18 item 2): LLaDA2.x (block-diffusion MoE remote code) and DiffusionGemma.
+
+LLaDA2: the project's stand-in for the hub's `modeling_llada2_moe.py` (tests/fixtures/remote_code/llada2), loaded
+through `AutoModelForCausalLM.from_pretrained(dir, trust_remote_code=True)` like the real checkpoints. Expected
+logits come from `restated_llada2_logits`, a plain restatement of the hub model's forward (embedding, QK-normed
+grouped attention with partial RoPE under LLaDA2's block-causal mask, sigmoid group-limited top-k MoE with a shared
+expert) computed here from the state dict, token by token for the MoE.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from fixtures.models import llada2, llada2_dir  # noqa: F401  (pytest fixtures)
+from fixtures.remote_code import make_remote_code_model
+
+from boe_eval.decoding import DecodeConfig, generate_batched
+from boe_eval.models import LLaDA2Denoiser, load_denoiser
+from boe_eval.models.llada2 import block_causal_mask
+from boe_eval.samplers import build_sampler
+
+
+def random_ids(denoiser, shape, seed=0):
+    ids = torch.randint(4, 100, shape, generator=torch.Generator().manual_seed(seed))
+    ids[:, 2::3] = denoiser.mask_id
+    return ids
+
+
+def rms(x, weight, eps):
+    return weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
+
+
+def swiglu(sd, prefix, x):
+    gate, up, down = (sd[f"{prefix}.{name}.weight"] for name in ("gate_proj", "up_proj", "down_proj"))
+    return (torch.nn.functional.silu(x @ gate.T) * (x @ up.T)) @ down.T
+
+
+def restated_moe(sd, prefix, cfg, x):
+    """One token x [d]: sigmoid scores, expert_bias for the choice only, the `topk_group` groups whose two best
+    biased scores sum highest, the top-k experts inside them, weights = their unbiased scores renormalised times
+    routed_scaling_factor; plus the shared expert."""
+    scores = torch.sigmoid(sd[f"{prefix}.gate.weight"] @ x)
+    biased = scores + sd[f"{prefix}.gate.expert_bias"]
+    per_group = cfg["num_experts"] // cfg["n_group"]
+    group_score = [sorted(biased[g * per_group:(g + 1) * per_group].tolist())[-2:] for g in range(cfg["n_group"])]
+    groups = sorted(range(cfg["n_group"]), key=lambda g: -sum(group_score[g]))[: cfg["topk_group"]]
+    candidates = [e for g in groups for e in range(g * per_group, (g + 1) * per_group)]
+    chosen = sorted(candidates, key=lambda e: -float(biased[e]))[: cfg["num_experts_per_tok"]]
+    weights = scores[chosen] / scores[chosen].sum() * cfg["routed_scaling_factor"]
+    out = sum(w * swiglu(sd, f"{prefix}.experts.{e}", x) for w, e in zip(weights, chosen))
+    return out + swiglu(sd, f"{prefix}.shared_experts", x)
+
+
+def restated_llada2_logits(model_dir, ids, attention_mask, block_length):
+    """LLaDA2's forward restated from the hub code, for one row at a time (float64)."""
+    from safetensors.torch import load_file
+
+    cfg = json.loads((Path(model_dir) / "config.json").read_text())
+    sd = {k: v.double() for k, v in load_file(str(Path(model_dir) / "model.safetensors")).items()}
+    heads, kv_heads, head_dim, eps = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"], 1e-5
+    rotary = int(head_dim * cfg["partial_rotary_factor"])
+    inv_freq = 1.0 / (10000.0 ** (torch.arange(0, rotary, 2, dtype=torch.float64) / rotary))
+    rows = []
+    for b in range(ids.shape[0]):
+        length = ids.shape[1]
+        pos = torch.arange(length)
+        allowed = ((pos[None, :] // block_length) <= (pos[:, None] // block_length)) & attention_mask[b].bool()[None, :]
+        angles = pos[:, None].double() * inv_freq[None]
+        cos, sin = torch.cat([angles.cos()] * 2, -1), torch.cat([angles.sin()] * 2, -1)
+
+        def rope(t):
+            r, rest = t[..., :rotary], t[..., rotary:]
+            half = rotary // 2
+            turned = torch.cat([-r[..., half:], r[..., :half]], -1)
+            return torch.cat([r * cos + turned * sin, rest], -1)
+
+        h = sd["model.word_embeddings.weight"][ids[b]]
+        for i in range(cfg["num_hidden_layers"]):
+            p = f"model.layers.{i}"
+            x = rms(h, sd[f"{p}.input_layernorm.weight"], eps)
+            qkv = (x @ sd[f"{p}.attention.query_key_value.weight"].T).view(length, heads + 2 * kv_heads, head_dim)
+            q, k, v = qkv[:, :heads], qkv[:, heads:heads + kv_heads], qkv[:, heads + kv_heads:]
+            q = rms(q, sd[f"{p}.attention.query_layernorm.weight"], eps)
+            k = rms(k, sd[f"{p}.attention.key_layernorm.weight"], eps)
+            out = []
+            for head in range(heads):
+                kv = head // (heads // kv_heads)
+                qh, kh = rope(q[:, head]), rope(k[:, kv])
+                att = (qh @ kh.T) / head_dim**0.5
+                att = att.masked_fill(~allowed, float("-inf")).softmax(-1)
+                out.append(att @ v[:, kv])
+            attn = torch.cat(out, -1) @ sd[f"{p}.attention.dense.weight"].T + sd[f"{p}.attention.dense.bias"]
+            h = h + attn
+            x = rms(h, sd[f"{p}.post_attention_layernorm.weight"], eps)
+            if i < cfg["first_k_dense_replace"]:
+                h = h + swiglu(sd, f"{p}.mlp", x)
+            else:
+                h = h + torch.stack([restated_moe(sd, f"{p}.mlp", cfg, x[t]) for t in range(length)])
+        rows.append(rms(h, sd["model.norm.weight"], eps) @ sd["lm_head.weight"].T)
+    return torch.stack(rows)
+
+
+@pytest.fixture(scope="module")
+def llada2_block4_dir(tmp_path_factory):
+    """The stand-in with `block_length: 4` in config.json, so that a 12-position canvas spans three blocks."""
+    return make_remote_code_model("llada2", tmp_path_factory.mktemp(f"llada2_b4_{os.getpid()}_"), block_length=4)
+
+
+def test_llada2_loads_with_its_ids_and_block_length(llada2, llada2_dir, llada2_block4_dir):
+    assert type(llada2) is LLaDA2Denoiser and llada2.family == "llada2"
+    tok = llada2.tokenizer
+    assert "mask_token_id" not in json.loads((Path(llada2_dir) / "config.json").read_text())
+    assert llada2.mask_id == tok.convert_tokens_to_ids("<|mask|>")  # found in the tokenizer, as for the hub files
+    assert llada2.forbidden_ids == (llada2.mask_id,) and llada2.suppress_ids == ()
+    assert llada2.block_length == 32 and load_denoiser(llada2_block4_dir).block_length == 4
+    assert llada2.honours_padding_mask is True  # measured by the probe: the block mask removes padded keys
+    assert llada2.embedding_matrix.shape == (llada2.vocab_size, 32)
+    named = dict(llada2.model.named_modules())
+    assert llada2.attention_output_modules() == [named[f"model.layers.{i}.attention.dense"] for i in range(2)]
+
+
+def test_llada2_logits_equal_the_restated_forward(llada2_block4_dir):
+    den = load_denoiser(llada2_block4_dir)
+    ids = random_ids(den, (2, 12))
+    attention_mask = torch.ones_like(ids)
+    attention_mask[1, 9:] = 0
+    with torch.no_grad():
+        got = den.logits(ids, attention_mask=attention_mask)
+    expected = restated_llada2_logits(llada2_block4_dir, ids, attention_mask, block_length=4)
+    real = attention_mask.bool()
+    torch.testing.assert_close(got[real].double(), expected[real], rtol=0, atol=2e-5)
+    assert float(expected.std()) > 0.1  # the comparison is not between two near-constant tensors
+
+
+def test_llada2_attention_is_block_causal(llada2_block4_dir):
+    """Changing block 2 (positions 8-11) leaves blocks 0-1 unchanged; changing position 5 (block 1) changes every
+    position of block 1 and after, and none of block 0."""
+    den = load_denoiser(llada2_block4_dir)
+    ids = random_ids(den, (1, 12), seed=1)
+    later, same = ids.clone(), ids.clone()
+    later[0, 9] = 42 if int(ids[0, 9]) != 42 else 43
+    same[0, 5] = 42 if int(ids[0, 5]) != 42 else 43
+    with torch.no_grad():
+        base, after_later, after_same = (den.logits(x) for x in (ids, later, same))
+    assert torch.equal(base[:, :8], after_later[:, :8])
+    assert not torch.allclose(base[:, 8:], after_later[:, 8:])
+    assert torch.equal(base[:, :4], after_same[:, :4])
+    assert all(not torch.allclose(base[:, i], after_same[:, i]) for i in range(4, 12))
+
+
+def test_block_causal_mask_is_llada2_generate_mask():
+    """Without padding: LLaDA2's generate builds tril(ones(n, n)) repeated block_length times along both axes, then
+    takes its log (0 allowed, -inf not)."""
+    n_blocks, block = 3, 4
+    reference = torch.tril(torch.ones(n_blocks, n_blocks)).repeat_interleave(block, 0).repeat_interleave(block, 1).log()
+    got = block_causal_mask(torch.ones(2, n_blocks * block, dtype=torch.long), block, torch.float32)
+    assert got.shape == (2, 1, 12, 12) and torch.equal(got[0, 0], reference) and torch.equal(got[1, 0], reference)
+    padded = block_causal_mask(torch.tensor([[1] * 10 + [0, 0]]), block, torch.float32)
+    assert torch.isinf(padded[0, 0, :, 10:]).all() and torch.equal(padded[0, 0, :, :10], reference[:, :10])
+
+
+def test_the_hub_code_makes_a_padded_2d_mask_causal_so_the_denoiser_passes_4d(llada2):
+    """The quirk the denoiser avoids: the raw model given a 2-D mask with padding attends causally (position 2 does
+    not see position 6); through the denoiser (one block of 32) it does."""
+    ids = random_ids(llada2, (1, 10), seed=2)
+    changed = ids.clone()
+    changed[0, 6] = 42 if int(ids[0, 6]) != 42 else 43
+    mask = torch.ones_like(ids)
+    mask[0, 8:] = 0
+    with torch.no_grad():
+        raw = [llada2.model(input_ids=x, attention_mask=mask).logits for x in (ids, changed)]
+        den = [llada2.logits(x, attention_mask=mask) for x in (ids, changed)]
+    assert torch.equal(raw[0][:, :6], raw[1][:, :6])
+    assert not torch.allclose(den[0][:, 2], den[1][:, 2])
+
+
+def test_llada2_padded_rows_decode_as_alone(llada2):
+    prompts = [llada2.tokenizer(p, add_special_tokens=False).input_ids for p in ["hello ", "ab", "the quick ", "xy"]]
+    config = DecodeConfig(gen_length=8, steps=4, block_length=4)
+    runs = [generate_batched(llada2, prompts, build_sampler("confidence"), config, seeds=[0, 1, 2, 3],
+                             batch_size=size, progress=False) for size in (1, 4)]
+    assert [r.tokens for r in runs[0]] == [r.tokens for r in runs[1]]
+    assert all(r.nfe == 4 and llada2.mask_id not in r.tokens for r in runs[0])
+
+
+@pytest.mark.slow
+def test_boe_eval_runs_end_to_end_on_the_llada2_stand_in(llada2_dir, tmp_path):
+    pytest.importorskip("hydra", reason="the harness is not in the small transformers-5 venv")
+    tasks = str(Path(__file__).parent / "lm_tasks")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "BOE_TEST_TASKS": tasks}
+    exe = str(Path(sys.executable).with_name("boe-eval"))
+    proc = subprocess.run(
+        [exe, f"hydra.searchpath=[file://{Path(__file__).parent / 'configs'}]", "model=tiny_random", "task=toy_copy",
+         f"model.path={llada2_dir}", f"output_dir={tmp_path / 'out'}", "plot=false", "sampler=confidence", "limit=2",
+         "+progress=false"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(line) for f in (tmp_path / "out" / "rows").glob("*.jsonl") for line in f.read_text().splitlines()]
+    examples = [r for r in rows if r.get("row_type") == "example"]
+    assert len(examples) == 2 and all(r["model_family"] == "llada2" and r["nfe"] == 8 for r in examples)
