@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from fixtures.models import llada2, llada2_dir  # noqa: F401  (pytest fixtures)
+from fixtures.models import diffusion_gemma_dir, llada2, llada2_dir  # noqa: F401  (pytest fixtures)
 from fixtures.remote_code import make_remote_code_model
 
 from boe_eval.decoding import DecodeConfig, generate_batched
@@ -204,3 +204,132 @@ def test_boe_eval_runs_end_to_end_on_the_llada2_stand_in(llada2_dir, tmp_path):
     rows = [json.loads(line) for f in (tmp_path / "out" / "rows").glob("*.jsonl") for line in f.read_text().splitlines()]
     examples = [r for r in rows if r.get("row_type") == "example"]
     assert len(examples) == 2 and all(r["model_family"] == "llada2" and r["nfe"] == 8 for r in examples)
+
+
+# ----------------------------------------------------------------------------- DiffusionGemma
+def write_diffusion_gemma_config(path: Path, canvas_length: int = 8) -> str:
+    """A config.json as transformers 5 saves DiffusionGemma's (what the pre-flight reads), without weights."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps({
+        "architectures": ["DiffusionGemmaForBlockDiffusion"], "model_type": "diffusion_gemma",
+        "canvas_length": canvas_length, "text_config": {"model_type": "diffusion_gemma_text", "pad_token_id": 0}}))
+    return str(path)
+
+
+@pytest.mark.parametrize("sampler, gen, block, message", [
+    ("boe", 8, 8, "sampler=boe does not apply to DiffusionGemma"),
+    ("remdm_cap", 8, 8, "sampler=remdm_cap does not apply to DiffusionGemma"),
+    ("confidence", 16, 8, "set gen_length=8 block_length=8"),
+    ("eb", 8, 4, "set gen_length=8 block_length=8"),
+])
+def test_diffusion_gemma_runs_that_cannot_work_are_refused_before_loading(sampler, gen, block, message, tmp_path):
+    from boe_eval.errors import ConfigError
+    from boe_eval.models.loading import check_model_fits_run
+
+    path = write_diffusion_gemma_config(tmp_path / "dg")
+    with pytest.raises(ConfigError) as err:
+        check_model_fits_run(path, sampler, gen, block)
+    assert "\n" not in str(err.value) and message in str(err.value)
+    for allowed in ("confidence", "margin", "entropy", "random", "threshold", "factor", "eb"):
+        check_model_fits_run(path, allowed, 8, 8)
+
+
+def test_diffusion_gemma_on_a_transformers_without_it_is_one_line(tmp_path):
+    import transformers
+
+    from boe_eval.errors import ConfigError
+
+    if hasattr(transformers, "DiffusionGemmaForBlockDiffusion"):
+        pytest.skip(f"transformers {transformers.__version__} has DiffusionGemma")
+    path = write_diffusion_gemma_config(tmp_path / "dg")
+    with pytest.raises(ConfigError) as err:
+        load_denoiser(path)
+    text = str(err.value)
+    assert "\n" not in text and f"transformers {transformers.__version__} does not have" in text and "pip install" in text
+
+
+@pytest.fixture(scope="module")
+def diffusion_gemma(diffusion_gemma_dir):
+    return load_denoiser(diffusion_gemma_dir)
+
+
+def test_diffusion_gemma_loads_with_its_placeholder_and_canvas(diffusion_gemma):
+    from boe_eval.models import DiffusionGemmaDenoiser
+
+    den = diffusion_gemma
+    assert type(den) is DiffusionGemmaDenoiser and den.family == "diffusion_gemma"
+    assert den.mask_id == den.tokenizer.pad_token_id == den.model.config.text_config.pad_token_id
+    image_ids = {den.model.config.boi_token_id, den.model.config.eoi_token_id, den.model.config.image_token_id}
+    assert set(den.forbidden_ids) == image_ids | {den.mask_id}
+    assert den.canvas_length == 8 and den.vocab_size == len(den.tokenizer)
+    assert den.honours_padding_mask is True  # measured by the probe
+
+
+def test_diffusion_gemma_logits_are_the_models_canvas_logits_on_noised_slots(diffusion_gemma):
+    """The prompt goes to the encoder, the last canvas_length positions to the decoder with every placeholder slot
+    replaced by the row's own uniform noise; the prompt positions get zeros; a right-padded row gets its logits
+    alone; other rows in the batch change nothing."""
+    from boe_eval.models.diffusion_gemma import row_noise
+
+    den = diffusion_gemma
+    ids = torch.randint(4, 100, (2, 13), generator=torch.Generator().manual_seed(0))
+    ids[:, 5:] = den.mask_id
+    ids[0, 7], ids[0, 10] = 42, 43  # two committed slots in row 0's canvas
+    ids[1, 12] = den.pad_id  # row 1: prompt of 4 (positions 0-3) + canvas 8 (4-11) + one padded position
+    ids[1, 4:12] = den.mask_id
+    attention_mask = torch.ones_like(ids)
+    attention_mask[1, 12] = 0
+    with torch.no_grad():
+        got = den.logits(ids, attention_mask=attention_mask)
+        for row, (context, end) in enumerate([(5, 13), (4, 12)]):
+            canvas = ids[row, context:end].clone()
+            noisy = (canvas == den.mask_id).nonzero(as_tuple=True)[0] + context
+            canvas[noisy - context] = row_noise(ids[row, :end], noisy, den.vocab_size)
+            assert len(noisy) == (6 if row == 0 else 8)  # (the noise is uniform over the whole vocabulary)
+            expected = den.model(input_ids=ids[row : row + 1, :context], decoder_input_ids=canvas[None]).logits[0]
+            torch.testing.assert_close(got[row, context:end], expected, rtol=0, atol=1e-5)
+            assert torch.equal(got[row, :context], torch.zeros_like(got[row, :context]))
+            alone = den.logits(ids[row : row + 1, :end])
+            torch.testing.assert_close(got[row, :end], alone[0], rtol=0, atol=1e-5)
+    assert float(got[:, 5:12].std()) > 0.1
+
+
+def test_diffusion_gemma_reference_sampler_equals_transformers_generate(diffusion_gemma):
+    """entropy_bound_generate restates transformers' DiffusionGemma generate: same seed, same tokens and the same
+    decoder forwards (tokens_per_forward = new tokens / forwards), also when rows stop early."""
+    from transformers.models.diffusion_gemma.generation_diffusion_gemma import EntropyBoundSamplerConfig
+
+    from boe_eval.models.diffusion_gemma import entropy_bound_generate
+
+    model = diffusion_gemma.model
+    ids = torch.randint(4, 100, (2, 5), generator=torch.Generator().manual_seed(3))
+    special = dict(pad_token_id=model.config.text_config.pad_token_id, eos_token_id=model.config.text_config.eos_token_id)
+    settings = [dict(max_new_tokens=24, max_denoising_steps=6, entropy_bound=2.0),
+                # nearly greedy: every slot accepted, the canvas reaches a fixed point and rows stop early
+                dict(max_new_tokens=16, max_denoising_steps=12, entropy_bound=0.1, t_min=0.01, t_max=0.02)]
+    stopped_early = False
+    for kw in settings:
+        hf = {k: v for k, v in kw.items() if k != "entropy_bound"}
+        torch.manual_seed(11)
+        out = model.generate(ids, sampler_config=EntropyBoundSamplerConfig(entropy_bound=kw["entropy_bound"]), **special, **hf)
+        torch.manual_seed(11)
+        tokens, forwards = entropy_bound_generate(model, ids, **special, **kw)
+        assert torch.equal(out.sequences[:, 5:], tokens)
+        valid = (tokens != special["pad_token_id"]).sum(-1)
+        torch.testing.assert_close(out.tokens_per_forward, valid / forwards)
+        canvases = -(-kw["max_new_tokens"] // 8)
+        stopped_early |= bool((forwards < canvases * kw["max_denoising_steps"]).any())
+    assert stopped_early  # the stable-and-confident stop was exercised
+
+
+@pytest.mark.parametrize("sampler", ["confidence", "eb"])
+def test_diffusion_gemma_decodes_in_the_loop_batch_invariantly(diffusion_gemma, sampler):
+    den = diffusion_gemma
+    prompts = [den.tokenizer(p, add_special_tokens=False).input_ids for p in ["hello ", "ab", "the quick ", "xy"]]
+    config = DecodeConfig(gen_length=8, steps=4, block_length=8)
+    runs = [generate_batched(den, prompts, build_sampler(sampler), config, seeds=[0, 1, 2, 3], batch_size=size,
+                             progress=False) for size in (1, 4)]
+    assert [r.tokens for r in runs[0]] == [r.tokens for r in runs[1]]
+    assert all(len(r.tokens) == 8 and den.mask_id not in r.tokens for r in runs[0])
+    if sampler == "confidence":
+        assert all(r.nfe == 4 for r in runs[0])

@@ -19,6 +19,9 @@ from boe_eval.models.denoiser import Denoiser
 
 #: model_type (lower case) -> loader(path, dtype, device) -> Denoiser
 LOADERS: dict[str, Callable[..., Denoiser]] = {}
+#: model_type (lower case) -> check(config.json as a dict, sampler name, gen_length, block_length), raising a one-line
+#: ConfigError before any model loads when the run cannot work on that family (DiffusionGemma: boe_eval.models.diffusion_gemma)
+PREFLIGHT_CHECKS: dict[str, Callable[[dict, str, int, int], None]] = {}
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -88,6 +91,16 @@ def read_config(path: str | Path) -> dict:
         return json.loads(cfg.read_text())
     except json.JSONDecodeError as err:
         raise ConfigError(f"{cfg} is not valid JSON ({err.msg} at line {err.lineno})") from None
+
+
+def check_model_fits_run(path: str | Path, sampler: str, gen_length: int, block_length: int) -> None:
+    """Pre-flight: the family's own check of a run (sampler, layout) on the model in `path`, if it has one."""
+    import boe_eval.models  # noqa: F401  (registers every family's loader and check)
+
+    config = read_config(path)
+    check = PREFLIGHT_CHECKS.get(str(config.get("model_type", "")).lower())
+    if check is not None:
+        check(config, sampler, int(gen_length), int(block_length))
 
 
 def _load_oracle(path: str | Path, dtype: torch.dtype = torch.float64, device: str = "cpu") -> Denoiser:
