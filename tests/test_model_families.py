@@ -189,6 +189,43 @@ def test_llada2_padded_rows_decode_as_alone(llada2):
     assert all(r.nfe == 4 and llada2.mask_id not in r.tokens for r in runs[0])
 
 
+def test_llada2_logits_equal_the_transformers_4_57_logits(llada2_dir):
+    """Same weights, same inputs: the running transformers gives exactly (fp32, max abs diff 0) the logits that
+    transformers 4.57 gave (fixtures.remote_code.write_reference_logits); on 5.x through the compatibility layer's
+    stand-in for the removed `modeling_attn_mask_utils`, the "default" RoPE init and the recomputed `inv_freq`."""
+    from safetensors import safe_open
+
+    from fixtures.remote_code import REFERENCE_LOGITS, stand_in_logits
+
+    with safe_open(str(REFERENCE_LOGITS), "pt") as saved:
+        assert saved.metadata()["transformers"].startswith("4.57")
+        reference = saved.get_tensor("llada2")
+    got = stand_in_logits("llada2", llada2_dir)
+    assert got.dtype == torch.float32 and got.shape == reference.shape
+    assert float((got - reference).abs().max()) == 0.0
+
+
+def test_llada2_without_the_compatibility_layer_fails_in_one_line_on_transformers_5(llada2_dir, monkeypatch):
+    """The hub code imports `transformers.modeling_attn_mask_utils`, which transformers 5 removed: without the
+    compatibility layer, a one-line error naming the model; on 4.x the same code loads."""
+    import contextlib
+
+    from boe_eval.errors import ConfigError
+    from boe_eval.models import compat
+
+    monkeypatch.setattr(compat, "remote_code_compat", contextlib.nullcontext)
+    if compat.transformers_major() < 5:
+        assert load_denoiser(llada2_dir) is not None
+        return
+    for module in [name for name in sys.modules if name.startswith("transformers_modules.")]:
+        monkeypatch.delitem(sys.modules, module)  # import the remote code afresh
+    with pytest.raises(ConfigError) as err:
+        load_denoiser(llada2_dir)
+    text = str(err.value)
+    assert "\n" not in text and llada2_dir in text and "modeling_attn_mask_utils" in text
+    assert f"does not load on transformers {compat.transformers_version()}" in text
+
+
 @pytest.mark.slow
 def test_boe_eval_runs_end_to_end_on_the_llada2_stand_in(llada2_dir, tmp_path):
     pytest.importorskip("hydra", reason="the harness is not in the small transformers-5 venv")

@@ -158,7 +158,9 @@ def load_remote_code_model(
             else:
                 auto_class = getattr(transformers, auto_classes[0])
                 model = auto_class.from_pretrained(str(path), dtype=dtype, trust_remote_code=True)
-    except (AttributeError, KeyError, TypeError, NotImplementedError) as err:
+    except (AttributeError, KeyError, TypeError, NotImplementedError, ImportError) as err:
+        if isinstance(err, ImportError) and not str(getattr(err, "name", None) or "").startswith("transformers"):
+            raise  # a package the model needs is missing: load_denoiser names it
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise ConfigError(
             f"the remote code of the model in {str(path)!r} does not load on transformers {transformers_version()} "
