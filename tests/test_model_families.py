@@ -226,20 +226,28 @@ def test_llada2_without_the_compatibility_layer_fails_in_one_line_on_transformer
     assert f"does not load on transformers {compat.transformers_version()}" in text
 
 
-@pytest.mark.slow
-def test_boe_eval_runs_end_to_end_on_the_llada2_stand_in(llada2_dir, tmp_path):
+def run_boe_eval(model_dir: str, out: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """`boe-eval` on the test task toy_copy (gen_length = block_length = steps = 8) with the model in `model_dir`."""
     pytest.importorskip("hydra", reason="the harness is not in the small transformers-5 venv")
     tasks = str(Path(__file__).parent / "lm_tasks")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "BOE_TEST_TASKS": tasks}
     exe = str(Path(sys.executable).with_name("boe-eval"))
-    proc = subprocess.run(
+    return subprocess.run(
         [exe, f"hydra.searchpath=[file://{Path(__file__).parent / 'configs'}]", "model=tiny_random", "task=toy_copy",
-         f"model.path={llada2_dir}", f"output_dir={tmp_path / 'out'}", "plot=false", "sampler=confidence", "limit=2",
-         "+progress=false"],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+         f"model.path={model_dir}", f"output_dir={out}", "plot=false", "limit=2", "+progress=false", *overrides],
+        capture_output=True, text=True, env=env, cwd=out.parent, timeout=600)
+
+
+def example_rows(out: Path) -> list[dict]:
+    rows = [json.loads(line) for f in (out / "rows").glob("*.jsonl") for line in f.read_text().splitlines()]
+    return [r for r in rows if r.get("row_type") == "example"]
+
+
+@pytest.mark.slow
+def test_boe_eval_runs_end_to_end_on_the_llada2_stand_in(llada2_dir, tmp_path):
+    proc = run_boe_eval(llada2_dir, tmp_path / "out", "sampler=confidence")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    rows = [json.loads(line) for f in (tmp_path / "out" / "rows").glob("*.jsonl") for line in f.read_text().splitlines()]
-    examples = [r for r in rows if r.get("row_type") == "example"]
+    examples = example_rows(tmp_path / "out")
     assert len(examples) == 2 and all(r["model_family"] == "llada2" and r["nfe"] == 8 for r in examples)
 
 
@@ -370,3 +378,20 @@ def test_diffusion_gemma_decodes_in_the_loop_batch_invariantly(diffusion_gemma, 
     assert all(len(r.tokens) == 8 and den.mask_id not in r.tokens for r in runs[0])
     if sampler == "confidence":
         assert all(r.nfe == 4 for r in runs[0])
+
+
+@pytest.mark.slow
+def test_boe_eval_runs_end_to_end_on_the_diffusion_gemma_stand_in(diffusion_gemma_dir, tmp_path):
+    """Needs transformers 5 and the harness together (not in CI's small transformers-5 venv)."""
+    for sampler in ("confidence", "eb"):
+        proc = run_boe_eval(diffusion_gemma_dir, tmp_path / "out", f"sampler={sampler}")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    examples = example_rows(tmp_path / "out")
+    assert sorted(r["sampler"] for r in examples) == ["confidence", "confidence", "eb", "eb"]
+    assert all(r["model_family"] == "diffusion_gemma" for r in examples)
+    assert all(r["nfe"] == 8 for r in examples if r["sampler"] == "confidence")
+    refused = run_boe_eval(diffusion_gemma_dir, tmp_path / "refused", "sampler=boe")
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines()[-1].endswith(
+        "sampler=boe does not apply to DiffusionGemma (a uniform-noise canvas without a mask token: no re-masking, "
+        "no look-ahead on soft inputs): choose one of confidence, margin, entropy, random, threshold, factor, eb")
