@@ -306,7 +306,7 @@ def test_diffusion_gemma_loads_with_its_placeholder_and_canvas(diffusion_gemma):
     assert den.mask_id == den.tokenizer.pad_token_id == den.model.config.text_config.pad_token_id
     image_ids = {den.model.config.boi_token_id, den.model.config.eoi_token_id, den.model.config.image_token_id}
     assert set(den.forbidden_ids) == image_ids | {den.mask_id}
-    assert den.canvas_length == 8 and den.vocab_size == len(den.tokenizer)
+    assert den.canvas_length == 8 and den.vocab_size == len(den.tokenizer) and den.max_length == 512
     assert den.honours_padding_mask is True  # measured by the probe
 
 

@@ -61,6 +61,10 @@ class DiffusionGemmaDenoiser(Denoiser):
     def vocab_size(self) -> int:
         return int(self.model.config.text_config.vocab_size)
 
+    @property
+    def max_length(self) -> int | None:
+        return getattr(self.model.config.text_config, "max_position_embeddings", None)
+
     def _forward(self, input_ids: Tensor | None, inputs_embeds: Tensor | None, attention_mask: Tensor | None,
                  timestep: Tensor | None) -> Tensor:
         if input_ids is None:
