@@ -1,8 +1,8 @@
 """Load remote-code models (LLaDA, LLaDA2, Dream) on the running transformers, 4.56+ and 5.x, without editing the model
 directory.
 
-LLaDA's, LLaDA2's and Dream's hub code was written against transformers 4.x. On 5.x (checked on 5.24) it breaks in five places, each fixed
-here at load time, and only where the running version needs it:
+LLaDA's, LLaDA2's and Dream's hub code was written against transformers 4.x. On 5.x (checked on 5.24) it breaks in
+five places, each fixed here at load time, and only where the running version needs it:
 
 - `ROPE_INIT_FUNCTIONS["default"]` is gone (Dream's rotary module looks it up in `__init__`: `KeyError`): while a
   remote-code model is built, the table gets the original RoPE frequencies θ_i = base^(-2i/d) (Su et al. 2021,

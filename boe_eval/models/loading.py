@@ -20,7 +20,8 @@ from boe_eval.models.denoiser import Denoiser
 #: model_type (lower case) -> loader(path, dtype, device) -> Denoiser
 LOADERS: dict[str, Callable[..., Denoiser]] = {}
 #: model_type (lower case) -> check(config.json as a dict, sampler name, gen_length, block_length), raising a one-line
-#: ConfigError before any model loads when the run cannot work on that family (DiffusionGemma: boe_eval.models.diffusion_gemma)
+#: ConfigError before any model loads when the run cannot work on that family (DiffusionGemma:
+#: boe_eval.models.diffusion_gemma)
 PREFLIGHT_CHECKS: dict[str, Callable[[dict, str, int, int], None]] = {}
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
