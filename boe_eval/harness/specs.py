@@ -30,6 +30,7 @@ def build_specs(cfg: DictConfig) -> list[tuple[Any, Any]]:
     """Validate the composed config and return [(CellSpec, Sampler)] without loading any model."""
     from boe_eval.decoding.loop import DecodeConfig
     from boe_eval.harness.evaluate import CellSpec, check_sampler_fits_model
+    from boe_eval.models.loading import check_model_fits_run
     from boe_eval.harness.task_index import check_task
     from boe_eval.harness.schema import check_model_dir, check_task_data, check_task_yaml, validate_job
     from boe_eval.samplers.base import build_sampler
@@ -74,6 +75,7 @@ def build_specs(cfg: DictConfig) -> list[tuple[Any, Any]]:
     for name, sampler_params in entries:
         sampler = build_sampler(name, **sampler_params)
         check_sampler_fits_model(sampler, model_path)  # e.g. ReMDM sigma-schedules on LLaDA: before loading
+        check_model_fits_run(model_path, name, int(gen_length), int(block_length))  # e.g. DiffusionGemma's canvas
         spec = CellSpec(
             model_name=model_label(cfg, model_path),
             model_path=model_path,

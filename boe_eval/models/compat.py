@@ -1,8 +1,8 @@
-"""Load remote-code models (LLaDA, Dream) on the running transformers, 4.56+ and 5.x, without editing the model
+"""Load remote-code models (LLaDA, LLaDA2, Dream) on the running transformers, 4.56+ and 5.x, without editing the model
 directory.
 
-LLaDA's and Dream's hub code was written against transformers 4.x. On 5.x (checked on 5.24) it breaks in four places, each fixed
-here at load time, and only where the running version needs it:
+LLaDA's, LLaDA2's and Dream's hub code was written against transformers 4.x. On 5.x (checked on 5.24) it breaks in
+five places, each fixed here at load time, and only where the running version needs it:
 
 - `ROPE_INIT_FUNCTIONS["default"]` is gone (Dream's rotary module looks it up in `__init__`: `KeyError`): while a
   remote-code model is built, the table gets the original RoPE frequencies θ_i = base^(-2i/d) (Su et al. 2021,
@@ -13,7 +13,11 @@ here at load time, and only where the running version needs it:
   `tie_weights()` takes no arguments: the model class is wrapped in a subclass that does both;
 - the model is built on the meta device and non-persistent buffers are materialised *uninitialised* unless the
   model's own `_init_weights` fills them; Dream's does not, so its rotary `inv_freq` is garbage (silently wrong
-  or NaN logits): every rotary module that carries its own `rope_init_fn` gets `inv_freq` recomputed.
+  or NaN logits): every rotary module that carries its own `rope_init_fn` gets `inv_freq` recomputed;
+- `transformers.modeling_attn_mask_utils` and `transformers.utils.import_utils.is_torch_fx_available` are gone
+  (LLaDA2's `modeling_llada2_moe.py` imports both: `ModuleNotFoundError`): while a remote-code model is built, a
+  module of that name provides the two mask helpers it uses, restating 4.x's behaviour (`legacy_mask_utils`), and
+  `is_torch_fx_available` answers False (the hub code then skips an optional `torch.fx.wrap`).
 
 (Dream's config calls `rope_config_validation(self)` before `PretrainedConfig.__init__`; 5.24 accepts that, with
 a FutureWarning, also with a legacy `rope_scaling` dict, so nothing is changed there.) What cannot be fixed is
@@ -23,7 +27,10 @@ caught by the load-time sanity check (`boe_eval.models.sanity`).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import inspect
+import sys
+import types
 from collections.abc import Iterator
 
 import torch
@@ -53,20 +60,79 @@ def default_rope_parameters(config, device=None, seq_len: int | None = None, **r
     return 1.0 / (base**exponents), 1.0
 
 
+def _causal_padding_mask(attention_mask, input_shape, inputs_embeds, past_key_values_length: int) -> torch.Tensor:
+    """4.x's `AttentionMaskConverter.to_4d` / `to_causal_4d`: additive [B, 1, q, kv] mask, 0 where query i may
+    attend key j (j <= i + past, and the key is not padding), the dtype's minimum elsewhere."""
+    batch, query_length = input_shape[0], input_shape[-1]
+    key_length = query_length + past_key_values_length
+    device, dtype = inputs_embeds.device, inputs_embeds.dtype
+    keys, queries = torch.arange(key_length, device=device), torch.arange(query_length, device=device)
+    allowed = (keys[None, :] <= queries[:, None] + past_key_values_length)[None].expand(batch, -1, -1)
+    if attention_mask is not None:
+        allowed = allowed & attention_mask.bool()[:, None, -key_length:].to(device)
+    mask = torch.zeros((batch, 1, query_length, key_length), dtype=dtype, device=device)
+    return mask.masked_fill(~allowed[:, None], torch.finfo(dtype).min)
+
+
+def _prepare_4d_causal_attention_mask_for_sdpa(attention_mask, input_shape, inputs_embeds, past_key_values_length,
+                                               sliding_window=None):
+    """4.x behaviour outside tracing: no mask, or a 2-D mask of ones with as many keys as queries, gives None (SDPA
+    then runs the module's own causality); a 4-D mask is used as given; a 2-D mask with padding becomes causal."""
+    query_length = input_shape[-1]
+    square = past_key_values_length == 0 or query_length == 1
+    if attention_mask is None:
+        return None if square else _causal_padding_mask(None, input_shape, inputs_embeds, past_key_values_length)
+    if attention_mask.dim() == 4:
+        return attention_mask
+    if square and bool((attention_mask == 1).all()):
+        return None
+    return _causal_padding_mask(attention_mask, input_shape, inputs_embeds, past_key_values_length)
+
+
+def _prepare_4d_causal_attention_mask(attention_mask, input_shape, inputs_embeds, past_key_values_length,
+                                      sliding_window=None):
+    """4.x's eager variant: always a 4-D additive mask; a 4-D 0/1 mask is inverted into one."""
+    if attention_mask is not None and attention_mask.dim() == 4:
+        inverted = 1.0 - attention_mask.to(inputs_embeds.dtype)
+        return inverted.masked_fill(inverted.bool(), torch.finfo(inputs_embeds.dtype).min)
+    return _causal_padding_mask(attention_mask, input_shape, inputs_embeds, past_key_values_length)
+
+
+def legacy_mask_utils() -> types.ModuleType:
+    """A stand-in for transformers 4.x's `modeling_attn_mask_utils` with the two helpers remote code imports."""
+    module = types.ModuleType("transformers.modeling_attn_mask_utils")
+    module._prepare_4d_causal_attention_mask = _prepare_4d_causal_attention_mask
+    module._prepare_4d_causal_attention_mask_for_sdpa = _prepare_4d_causal_attention_mask_for_sdpa
+    return module
+
+
 @contextlib.contextmanager
 def remote_code_compat() -> Iterator[None]:
-    """While a remote-code config or model is built: the 4.x "default" RoPE init in `ROPE_INIT_FUNCTIONS`,
-    removed again on exit; on transformers 4.x nothing changes (the table already has "default")."""
+    """While a remote-code config or model is built: the 4.x "default" RoPE init in `ROPE_INIT_FUNCTIONS`, and the
+    removed `modeling_attn_mask_utils` module and `is_torch_fx_available`, all removed again on exit; on
+    transformers 4.x nothing changes (they all exist)."""
     from transformers import modeling_rope_utils as rope_utils
+    from transformers.utils import import_utils
 
     added_default = "default" not in rope_utils.ROPE_INIT_FUNCTIONS
     if added_default:
         rope_utils.ROPE_INIT_FUNCTIONS["default"] = default_rope_parameters
+    mask_utils_name = "transformers.modeling_attn_mask_utils"
+    added_mask_utils = mask_utils_name not in sys.modules and importlib.util.find_spec(mask_utils_name) is None
+    if added_mask_utils:
+        sys.modules[mask_utils_name] = legacy_mask_utils()
+    added_fx = not hasattr(import_utils, "is_torch_fx_available")
+    if added_fx:
+        import_utils.is_torch_fx_available = lambda: False
     try:
         yield
     finally:
         if added_default:
             rope_utils.ROPE_INIT_FUNCTIONS.pop("default", None)
+        if added_mask_utils:
+            sys.modules.pop(mask_utils_name, None)
+        if added_fx:
+            del import_utils.is_torch_fx_available
 
 
 def _tie_weights_takes_arguments(method) -> bool:
@@ -134,6 +200,7 @@ def initialise_rotary_buffers(model: nn.Module) -> int:
 __all__ = [
     "compatible_model_class",
     "default_rope_parameters",
+    "legacy_mask_utils",
     "initialise_rotary_buffers",
     "remote_code_compat",
     "restore_config_fields",

@@ -19,6 +19,10 @@ from boe_eval.models.denoiser import Denoiser
 
 #: model_type (lower case) -> loader(path, dtype, device) -> Denoiser
 LOADERS: dict[str, Callable[..., Denoiser]] = {}
+#: model_type (lower case) -> check(config.json as a dict, sampler name, gen_length, block_length), raising a one-line
+#: ConfigError before any model loads when the run cannot work on that family (DiffusionGemma:
+#: boe_eval.models.diffusion_gemma)
+PREFLIGHT_CHECKS: dict[str, Callable[[dict, str, int, int], None]] = {}
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -90,6 +94,16 @@ def read_config(path: str | Path) -> dict:
         raise ConfigError(f"{cfg} is not valid JSON ({err.msg} at line {err.lineno})") from None
 
 
+def check_model_fits_run(path: str | Path, sampler: str, gen_length: int, block_length: int) -> None:
+    """Pre-flight: the family's own check of a run (sampler, layout) on the model in `path`, if it has one."""
+    import boe_eval.models  # noqa: F401  (registers every family's loader and check)
+
+    config = read_config(path)
+    check = PREFLIGHT_CHECKS.get(str(config.get("model_type", "")).lower())
+    if check is not None:
+        check(config, sampler, int(gen_length), int(block_length))
+
+
 def _load_oracle(path: str | Path, dtype: torch.dtype = torch.float64, device: str = "cpu") -> Denoiser:
     """Exact oracle denoisers (boe_eval.oracles): always float64."""
     from boe_eval.oracles.load import load_oracle
@@ -145,7 +159,9 @@ def load_remote_code_model(
             else:
                 auto_class = getattr(transformers, auto_classes[0])
                 model = auto_class.from_pretrained(str(path), dtype=dtype, trust_remote_code=True)
-    except (AttributeError, KeyError, TypeError, NotImplementedError) as err:
+    except (AttributeError, KeyError, TypeError, NotImplementedError, ImportError) as err:
+        if isinstance(err, ImportError) and not str(getattr(err, "name", None) or "").startswith("transformers"):
+            raise  # a package the model needs is missing: load_denoiser names it
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise ConfigError(
             f"the remote code of the model in {str(path)!r} does not load on transformers {transformers_version()} "
