@@ -65,19 +65,81 @@ class Meter:
         }
 
 
+@dataclass
+class StepWindow:
+    """The canvas columns a decode step works on, [offset, W) (docs/design.md "Step window"): the frozen
+    prefix [0, offset) (prompt tokens of every row, never written) is kept here so that a caller holding
+    window-sized inputs never needs to know it."""
+
+    prefix_ids: Tensor  #: [B, offset] canvas ids left of the window (batch rows = meter rows)
+    prefix_mask: Tensor  #: [B, offset] their attention mask
+    width: int  #: W, the canvas width
+
+    @property
+    def offset(self) -> int:
+        return int(self.prefix_ids.shape[1])
+
+
 class MeteredDenoiser:
     """The only door to the model: forwards and backwards are counted on `meter`.
 
-    `rows` always names which sequences of the batch (indices into the meter) a call serves.
+    `rows` always names which sequences of the batch (indices into the meter) a call serves. With a
+    `window` (set by the decoding loop), inputs of the window's width (ids or embeddings) are completed
+    with the frozen prefix before the model sees them and the logits come back for the window only: the
+    output head runs on the window's positions alone (`Denoiser.logits(logits_from=...)`).
     """
 
-    def __init__(self, denoiser: Denoiser, meter: Meter) -> None:
+    def __init__(
+        self, denoiser: Denoiser, meter: Meter, window: StepWindow | None = None, rows_are_canvas_rows: bool = True
+    ) -> None:
         self._denoiser = denoiser  # private: every model call goes through forward/grad below
         self.meter = meter
+        self.window = window if window is not None and window.offset > 0 else None
+        #: False behind another meter: its rows index that meter, and a window-sized forward must name the
+        #: canvas rows whose prefix completes it (`canvas_rows`)
+        self._rows_are_canvas_rows = rows_are_canvas_rows
 
     def with_meter(self, meter: Meter) -> MeteredDenoiser:
-        """The same model behind another meter (a diagnostic's calls counted apart from the run's)."""
-        return MeteredDenoiser(self._denoiser, meter)
+        """The same model behind another meter (a diagnostic's calls counted apart from the run's); its `rows`
+        index `meter`, so window-sized forwards through it pass `canvas_rows`."""
+        return MeteredDenoiser(self._denoiser, meter, self.window, rows_are_canvas_rows=False)
+
+    @property
+    def offset(self) -> int:
+        """Canvas columns left of the step window (0: no window)."""
+        return 0 if self.window is None else self.window.offset
+
+    def canvas_columns(self, window_tensor: Tensor) -> Tensor:
+        """A window-sized [b, W - offset, ...] tensor laid out over the whole canvas width, zero (False) on the
+        prefix (e.g. ActiveQueryAttention's active query rows, which index the model's own positions)."""
+        if self.window is None or window_tensor.shape[1] != self.window.width - self.offset:
+            return window_tensor
+        pad = torch.zeros((window_tensor.shape[0], self.offset, *window_tensor.shape[2:]), dtype=window_tensor.dtype,
+                          device=window_tensor.device)
+        return torch.cat([pad, window_tensor], dim=1)
+
+    def _complete(self, rows: Tensor, canvas_rows, input_ids, inputs_embeds, attention_mask):
+        """(ids, embeds, mask, logits_from): window-sized inputs completed with the prefix of `canvas_rows`
+        (default: `rows`, when they index the canvas)."""
+        window = self.window
+        ref = input_ids if input_ids is not None else inputs_embeds
+        if window is None or ref.shape[1] != window.width - window.offset:
+            return input_ids, inputs_embeds, attention_mask, 0
+        if canvas_rows is None:
+            if not self._rows_are_canvas_rows:
+                raise RuntimeError("a window-sized forward behind another meter must name its canvas_rows")
+            canvas_rows = rows
+        index = torch.as_tensor(canvas_rows, dtype=torch.long).to(window.prefix_ids.device)
+        prefix = window.prefix_ids[index].to(ref.device)
+        if input_ids is not None:
+            input_ids = torch.cat([prefix, input_ids], dim=1)
+        else:
+            with torch.no_grad():
+                embedded = self._denoiser.embed(prefix).to(inputs_embeds.dtype)
+            inputs_embeds = torch.cat([embedded, inputs_embeds], dim=1)
+        if attention_mask is not None:
+            attention_mask = torch.cat([window.prefix_mask[index].to(attention_mask), attention_mask], dim=1)
+        return input_ids, inputs_embeds, attention_mask, window.offset
 
     # pass-through facts (not model calls)
     @property
@@ -128,13 +190,20 @@ class MeteredDenoiser:
         timestep: Tensor | None = None,
         grad: bool = False,
         nfe: int = 1,
+        canvas_rows: Tensor | Sequence[int] | None = None,
     ) -> Tensor:
-        """One denoiser evaluation for the sequences `rows`; returns logits [b, L, V]."""
+        """One denoiser evaluation for the sequences `rows`; returns logits [b, L, V] for inputs of L positions
+        (the window's width: the logits of the window). `canvas_rows`: which canvas rows the inputs are, when
+        `rows` index another meter (`with_meter`)."""
         rows = torch.as_tensor(rows, dtype=torch.long)
         start = time.perf_counter()
+        input_ids, inputs_embeds, attention_mask, logits_from = self._complete(
+            rows, canvas_rows, input_ids, inputs_embeds, attention_mask
+        )
         with torch.set_grad_enabled(grad):
             logits = self._denoiser.logits(
-                input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask, timestep=timestep
+                input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask, timestep=timestep,
+                logits_from=logits_from,
             )
         seconds = time.perf_counter() - start
         ref = input_ids if input_ids is not None else inputs_embeds[..., 0]
