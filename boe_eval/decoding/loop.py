@@ -68,6 +68,8 @@ class SequenceResult:
     forward_equivalents: float
     tokens_processed: int
     wall_time_s: float
+    forward_flops: float | None = None  #: analytic forward FLOPs (boe_eval.models.flops); None: not countable
+    flops: float | None = None  #: forward FLOPs + backward_cost x those of the differentiated forwards
     fallbacks: int = 0
     trajectory: list[dict] | None = None
     #: decision diagnostics (agreement with confidence, remasked writes; `boe_eval.decoding.diagnostics`)
@@ -82,6 +84,8 @@ class SequenceResult:
             "forward_equivalents": self.forward_equivalents,
             "tokens_processed": self.tokens_processed,
             "wall_time_s": self.wall_time_s,
+            "forward_flops": self.forward_flops,
+            "flops": self.flops,
             "fallbacks": self.fallbacks,
             **self.decisions,
         }

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from boe_eval.models.denoiser import Denoiser
+from boe_eval.models.flops import flop_model
 
 
 @dataclass
@@ -30,6 +31,10 @@ class Meter:
     nfe: Tensor = field(init=False)
     tokens: Tensor = field(init=False)
     wall_time: Tensor = field(init=False)
+    forward_flops: Tensor = field(init=False)
+    backward_flops: Tensor = field(init=False)
+    #: False when a call's FLOPs could not be counted (a model without Linear layers): the rows then say None
+    flops_known: bool = True
 
     def __post_init__(self) -> None:
         self.forwards = torch.zeros(self.batch_size, dtype=torch.long)
@@ -37,22 +42,34 @@ class Meter:
         self.nfe = torch.zeros(self.batch_size, dtype=torch.long)
         self.tokens = torch.zeros(self.batch_size, dtype=torch.long)
         self.wall_time = torch.zeros(self.batch_size, dtype=torch.float64)
+        self.forward_flops = torch.zeros(self.batch_size, dtype=torch.float64)
+        self.backward_flops = torch.zeros(self.batch_size, dtype=torch.float64)
 
     @property
     def forward_equivalents(self) -> Tensor:
         return self.forwards.double() + self.backward_cost * self.backwards.double()
 
-    def record_forward(self, rows: Tensor, tokens: Tensor, seconds: float, nfe: int = 1) -> None:
+    def record_forward(self, rows: Tensor, tokens: Tensor, seconds: float, nfe: int = 1,
+                       flops: Tensor | None = None) -> None:
         rows = rows.cpu()
         self.forwards[rows] += 1
         self.nfe[rows] += nfe
         self.tokens[rows] += tokens.cpu().long()
         self.wall_time[rows] += seconds / max(len(rows), 1)
+        if flops is None:
+            self.flops_known = False
+        else:
+            self.forward_flops[rows] += flops.cpu().double()
 
-    def record_backward(self, rows: Tensor, seconds: float) -> None:
+    def record_backward(self, rows: Tensor, seconds: float, flops: Tensor | None = None) -> None:
+        """A backward; `flops`: `backward_cost` times the FLOPs of the forward it differentiates."""
         rows = rows.cpu()
         self.backwards[rows] += 1
         self.wall_time[rows] += seconds / max(len(rows), 1)
+        if flops is None:
+            self.flops_known = False
+        else:
+            self.backward_flops[rows] += flops.cpu().double()
 
     def row(self, i: int) -> dict:
         return {
@@ -62,6 +79,10 @@ class Meter:
             "forward_equivalents": float(self.forward_equivalents[i]),
             "tokens_processed": int(self.tokens[i]),
             "wall_time_s": float(self.wall_time[i]),
+            # analytic FLOPs (boe_eval.models.flops): forwards, and forwards plus backwards (backward_cost x the
+            # FLOPs of the forward each differentiates)
+            "forward_flops": float(self.forward_flops[i]) if self.flops_known else None,
+            "flops": float(self.forward_flops[i] + self.backward_flops[i]) if self.flops_known else None,
         }
 
 
@@ -95,6 +116,8 @@ class MeteredDenoiser:
         self._denoiser = denoiser  # private: every model call goes through forward/grad below
         self.meter = meter
         self.window = window if window is not None and window.offset > 0 else None
+        self._graph_flops: dict[int, float] = {}  #: meter row -> FLOPs of its last forward with grad
+        flop_model(denoiser)  # probed now, outside any ActiveQueryAttention context a later call may run in
         #: False behind another meter: its rows index that meter, and a window-sized forward must name the
         #: canvas rows whose prefix completes it (`canvas_rows`)
         self._rows_are_canvas_rows = rows_are_canvas_rows
@@ -208,11 +231,21 @@ class MeteredDenoiser:
         seconds = time.perf_counter() - start
         ref = input_ids if input_ids is not None else inputs_embeds[..., 0]
         if attention_mask is not None:
-            tokens = attention_mask.sum(dim=1)
+            tokens = attention_mask.sum(dim=1).cpu()
         else:
             tokens = torch.full((ref.shape[0],), ref.shape[1], dtype=torch.long)
-        self.meter.record_forward(rows, tokens, seconds, nfe=nfe)
+        flops = self._forward_flops(tokens, logits_from)
+        if grad and flops is not None:
+            self._graph_flops.update(zip(rows.tolist(), flops.tolist()))
+        self.meter.record_forward(rows, tokens, seconds, nfe=nfe, flops=flops)
         return logits
+
+    def _forward_flops(self, tokens: Tensor, logits_from: int) -> Tensor | None:
+        """Analytic FLOPs [b] of a forward over rows of `tokens` real positions (None: not countable)."""
+        model = flop_model(self._denoiser)
+        if model is None:
+            return None
+        return model.forward_flops(tokens, tokens, self._denoiser.head_positions(tokens, logits_from).cpu())
 
     __call__ = forward
 
@@ -221,5 +254,7 @@ class MeteredDenoiser:
         rows = torch.as_tensor(rows, dtype=torch.long)
         start = time.perf_counter()
         (gradient,) = torch.autograd.grad(output, inputs)
-        self.meter.record_backward(rows, time.perf_counter() - start)
+        graph = [self._graph_flops.get(r) for r in rows.tolist()]
+        flops = None if None in graph else self.meter.backward_cost * torch.tensor(graph, dtype=torch.float64)
+        self.meter.record_backward(rows, time.perf_counter() - start, flops=flops)
         return gradient

@@ -139,6 +139,13 @@ class Denoiser:
             logits = self._forward(input_ids, inputs_embeds, attention_mask, timestep)
         return logits[:, start:] if logits.shape[1] == length else logits
 
+    def head_positions(self, tokens: Tensor, logits_from: int) -> Tensor:
+        """Positions [b] the output head runs on for rows of `tokens` real positions asked for logits from
+        `logits_from` on (the FLOP count, `boe_eval.models.flops`): all of them when the head cannot be cut."""
+        if logits_from == 0 or self._head() is None:
+            return tokens
+        return (tokens - logits_from).clamp(min=0)
+
     def _head(self) -> tuple[nn.Module, str] | None:
         """Where the per-position hidden states enter the output head: (module, "input") to slice a module's
         input [B, L, d] (default: the output embedding, `get_output_embeddings()`, when it is a Linear), or

@@ -97,6 +97,12 @@ class DreamDenoiser(Denoiser):
         raw = self.raw_logits(input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask)
         return shift_to_token_alignment(raw, attention_mask)
 
+    def head_positions(self, tokens: Tensor, logits_from: int) -> Tensor:
+        """One more than the window: its first token is predicted by the raw position before it."""
+        if logits_from == 0:
+            return tokens
+        return (tokens - logits_from + 1).clamp(min=0)
+
     def _window_forward(self, input_ids, inputs_embeds, attention_mask, timestep, start: int) -> Tensor:
         """Token-aligned logits of positions [start, L): token i is predicted by raw position i - 1, so the head
         runs on raw positions [start - 1, L - 1). Rows whose first real position is not before `start` (left
