@@ -20,6 +20,7 @@ embedding matrix). tests/test_flops.py checks the formula against FlopCounterMod
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -48,8 +49,8 @@ def flop_model(denoiser) -> FlopModel | None:
     cached = getattr(denoiser, "_flop_model", False)
     if cached is not False:
         return cached
-    try:
-        model = _probe(denoiser)
+    try:  # on a shallow copy: the probe call leaves the denoiser's own attributes (a scripted call counter) alone
+        model = _probe(copy.copy(denoiser))
     except Exception:  # noqa: BLE001  (FLOPs are reported as unknown, never guessed)
         model = None
     denoiser._flop_model = model
