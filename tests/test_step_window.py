@@ -145,3 +145,8 @@ def test_the_facade_completes_window_inputs_with_the_prefix_and_keeps_gradients(
         grads.append(model.grad([0, 1], entropy, inputs)[:, offset - start:])
     torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=1e-6)
     assert windowed.canvas_columns(torch.ones(2, 8, dtype=torch.bool)).tolist() == [[False] * 6 + [True] * 8] * 2
+    assert torch.equal(windowed.canvas_ids([1], x[1:, offset:]), x[1:])
+    full = windowed.forward(rows, windowed.canvas_ids([1], x[1:, offset:]), attention_mask=attention[1:])
+    torch.testing.assert_close(full, b, rtol=0, atol=0)  # whole-canvas inputs pass unchanged
+    with pytest.raises(ValueError, match="padding mask"):
+        windowed.forward(rows, x[1:, offset:], attention_mask=torch.ones(1, 1, 8, 8))

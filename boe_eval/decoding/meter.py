@@ -141,6 +141,14 @@ class MeteredDenoiser:
                           device=window_tensor.device)
         return torch.cat([pad, window_tensor], dim=1)
 
+    def canvas_ids(self, canvas_rows: Tensor | Sequence[int], window_ids: Tensor) -> Tensor:
+        """The whole canvas [b, W] of `canvas_rows` with `window_ids` [b, W - offset] in the window: for a policy
+        that needs whole-canvas inputs (its own 4-D attention mask); such a forward returns whole-canvas logits."""
+        if self.window is None:
+            return window_ids
+        index = torch.as_tensor(canvas_rows, dtype=torch.long).to(self.window.prefix_ids.device)
+        return torch.cat([self.window.prefix_ids[index].to(window_ids.device), window_ids], dim=1)
+
     def _complete(self, rows: Tensor, canvas_rows, input_ids, inputs_embeds, attention_mask):
         """(ids, embeds, mask, logits_from): window-sized inputs completed with the prefix of `canvas_rows`
         (default: `rows`, when they index the canvas)."""
@@ -161,6 +169,11 @@ class MeteredDenoiser:
                 embedded = self._denoiser.embed(prefix).to(inputs_embeds.dtype)
             inputs_embeds = torch.cat([embedded, inputs_embeds], dim=1)
         if attention_mask is not None:
+            if attention_mask.dim() != 2:
+                raise ValueError(
+                    f"a window-sized forward takes a [b, L] padding mask (got shape {tuple(attention_mask.shape)}): "
+                    "pass whole-canvas inputs (model.canvas_ids) with a mask of your own"
+                )
             attention_mask = torch.cat([window.prefix_mask[index].to(attention_mask), attention_mask], dim=1)
         return input_ids, inputs_embeds, attention_mask, window.offset
 
