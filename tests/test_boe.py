@@ -58,7 +58,9 @@ def mdlm64(mdlm_dir):  # noqa: F811
 def _spy_run(denoiser, gen_length=8, steps=4, prompts=PROMPTS, **params):
     spy = Spy(BoEConfig(**params))
     spy.config.validate()
-    results = generate(denoiser, _ids(denoiser, prompts), spy, DecodeConfig(gen_length=gen_length, steps=steps))
+    # whole-canvas steps: these checks re-run the raw denoiser on ctx.x (the window is tested in test_step_window)
+    config = DecodeConfig(gen_length=gen_length, steps=steps, logits_window=False)
+    results = generate(denoiser, _ids(denoiser, prompts), spy, config)
     return spy, results
 
 
@@ -313,7 +315,7 @@ def test_true_relaxed_entropy_drop_and_unchanged_decisions(bert64):
             self.contexts = getattr(self, "contexts", []) + [ctx]
             return super().select(ctx)
 
-    config = DecodeConfig(gen_length=8, steps=4)
+    config = DecodeConfig(gen_length=8, steps=4, logits_window=False)  # whole canvas: checked against the raw model on ctx.x
     spy = DiagnosticSpy(BoEConfig(rho=0.5, aqa=False))
     diagnosed = generate(bert64, _ids(bert64), spy, config)
     plain = generate(bert64, _ids(bert64), build_sampler("boe", rho=0.5, aqa=False), config)

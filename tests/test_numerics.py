@@ -154,7 +154,8 @@ def test_confidence_fallback_replaces_only_rows_with_nonfinite_eligible_scores(t
 
             return StepDecision(commit=top_k_mask(fixed, ctx), fallbacks=fallbacks)
 
-    out = generate(den, prompts, Probe(SamplerConfig()), DecodeConfig(gen_length=4, steps=4))
+    # whole canvas: the probe writes into prompt columns (column 0)
+    out = generate(den, prompts, Probe(SamplerConfig()), DecodeConfig(gen_length=4, steps=4, logits_window=False))
     fixed, fallbacks, confidence, scores = seen["step0"]
     assert fallbacks.tolist() == [1, 0]
     assert torch.equal(fixed[0], confidence[0])

@@ -96,7 +96,9 @@ def test_hand_computed_exact_choice(tiny_bert, write, gating):
     prompt = tiny_bert.tokenizer.encode("xy=", add_special_tokens=False)
     denoiser = Scripted(tiny_bert, len(prompt))
     spy = Spy(BoEExactConfig(write=write, rho=0.5, gating=gating))
-    [result] = generate(denoiser, [prompt], spy, DecodeConfig(gen_length=3, steps=3, record_trajectory=True))
+    # whole canvas: the slots are checked in canvas columns
+    [result] = generate(denoiser, [prompt], spy,
+                        DecodeConfig(gen_length=3, steps=3, record_trajectory=True, logits_window=False))
     first = spy.steps[0]
     assert first["candidates"][0, len(prompt):].tolist() == [True, True, False]
     assert float(first["drop"][0, len(prompt)]) == pytest.approx(0.0, abs=1e-6)
@@ -115,7 +117,8 @@ def test_drops_equal_a_brute_force_recomputation(sudoku64, write, objective):
     """Every candidate of every step: dH~(i) = H~(x_t) - H~(x_t with i written) recomputed with direct (unmetered)
     forwards of the denoiser, one state at a time, and an independent entropy."""
     spy = Spy(BoEExactConfig(write=write, rho=0.5, objective=objective))
-    generate(sudoku64, _ids(sudoku64), spy, DecodeConfig(gen_length=16, steps=8))
+    # whole canvas: recomputed with the raw denoiser on ctx.x
+    generate(sudoku64, _ids(sudoku64), spy, DecodeConfig(gen_length=16, steps=8, logits_window=False))
     embedding = sudoku64.embedding_matrix.detach()
     forbidden = sudoku64.forbidden_ids
     checked = nonzero = 0

@@ -175,7 +175,8 @@ def test_lookum_negated_keeps_the_most_uncertain_lookahead(sudoku64):
     """At a near-zero temperature the negated control keeps the candidate whose look-ahead has the HIGHEST mean
     masked entropy, recomputed here with direct forwards (the method keeps the lowest)."""
     spy = LookumSpy(LookumConfig(k=3, selection_temperature=1e-9, signal="negated"))
-    results = generate(sudoku64, _ids(sudoku64), spy, DecodeConfig(gen_length=16, steps=8), seeds=[4, 5, 6])
+    config = DecodeConfig(gen_length=16, steps=8, logits_window=False)  # whole canvas: the raw model re-checks ctx.x
+    results = generate(sudoku64, _ids(sudoku64), spy, config, seeds=[4, 5, 6])
     distinct = 0
     for step in spy.steps:
         ctx = step["ctx"]

@@ -135,7 +135,8 @@ def test_pc_sampler_position_prior_counts_from_the_block_start(tiny_bert):
 
     spy = Spy(build_sampler("pc_sampler", position_decay=0.5, uniform_prior=True).config)
     prompt = encode(tiny_bert, "abcde")
-    generate(tiny_bert, [prompt], spy, DecodeConfig(gen_length=12, steps=6, block_length=4))
+    # whole canvas: positions are checked in canvas columns
+    generate(tiny_bert, [prompt], spy, DecodeConfig(gen_length=12, steps=6, block_length=4, logits_window=False))
     assert {b for b, _, _ in seen} == {0, 1, 2}
     for block_index, eligible, prior in seen:
         block_start = len(prompt) + 4 * block_index
@@ -443,7 +444,8 @@ def test_lookum_keeps_the_least_uncertain_lookahead(tiny_bert):
             return decision
 
     spy = Spy(build_sampler("lookum", k=3, selection_temperature=1e-9).config)
-    generate(tiny_bert, [encode(tiny_bert, "abc")], spy, DecodeConfig(gen_length=16, steps=8, block_length=8), seeds=[4])
+    generate(tiny_bert, [encode(tiny_bert, "abc")], spy,  # whole canvas: re-checked with the raw model on ctx.x
+             DecodeConfig(gen_length=16, steps=8, block_length=8, logits_window=False), seeds=[4])
     assert len(checks) == 24 and all(checks)
 
 

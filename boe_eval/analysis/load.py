@@ -89,6 +89,7 @@ POINT_KEY = ("model", "task", "gen_length", "block_length", "temperature", "earl
              "budget_axis", "budget", "steps", "sweep.knob_value")
 #: compute columns averaged over seeds
 COMPUTE_COLUMNS = ("nfe", "nfe_to_stop", "forwards", "backwards", "forward_equivalents", "tokens_processed",
+                   "forward_flops", "flops",
                    "wall_time_s", "decode_time_s", "seconds_per_sequence", "sweep.measured_cost", "sweep.budget_gap")
 
 

@@ -11,6 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 
+from boe_eval.compute_axes import X_AXES  # noqa: E402
+
 
 def plot_score_vs_compute(summaries: Sequence[dict], path: str | Path, compute: str = "nfe") -> Path:
     """Score (%) with its 95% interval against mean compute per sequence, one point per sampler."""
@@ -60,13 +62,7 @@ def _finish(fig, ax, first: dict, xlabel: str, path: Path) -> Path:
 
 
 # --------------------------------------------------------------------------------------------- Pareto
-X_LABELS = {
-    "nfe": "NFE per sequence (denoiser calls, paper App. A.3.4; full max_gen_len)",
-    "nfe_to_stop": "NFE per sequence to the stop condition (EB-Sampler generate-until)",
-    "forward_equivalents": "forward-equivalents per sequence (1 backward = 2 forwards)",
-    "seconds_per_sequence": "decoding wall time per sequence (s, measured)",
-    "steps": "denoising steps",
-}
+X_LABELS = dict(X_AXES)
 #: budget axis of a sweep -> the measured column plotted for it
 AXIS_COLUMN = {"steps": "nfe", "nfe": "nfe", "forward_equivalents": "forward_equivalents",
                "wall_time": "seconds_per_sequence"}

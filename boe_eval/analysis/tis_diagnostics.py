@@ -49,7 +49,8 @@ def relaxed_entropy_drop(
             attention = ctx.attention_mask[j : j + 1]
             time_j = None if timestep is None else timestep[j : j + 1]
             before = masked_entropy(
-                model.forward([0], inputs_embeds=base[j : j + 1], attention_mask=attention, timestep=time_j),
+                model.forward([0], inputs_embeds=base[j : j + 1], attention_mask=attention, timestep=time_j,
+                              canvas_rows=ctx.rows[j : j + 1]),
                 objective[j : j + 1], forbidden,
             )
             slots = candidates[j].nonzero().squeeze(1)
@@ -60,7 +61,7 @@ def relaxed_entropy_drop(
                 moved[torch.arange(n), part] = base[j, part] + delta[j, part]
                 logits = model.forward(
                     list(range(n)), inputs_embeds=moved, attention_mask=attention.expand(n, -1),
-                    timestep=None if time_j is None else time_j.expand(n),
+                    timestep=None if time_j is None else time_j.expand(n), canvas_rows=ctx.rows[j : j + 1].expand(n),
                 )
                 after = masked_entropy(logits, objective[j : j + 1].expand(n, -1), forbidden)
                 drop[j, part] = (before - after).double()

@@ -30,15 +30,17 @@ class Canvas:
         in_block = (self.positions[None] >= start[:, None]) & (self.positions[None] < end[:, None])
         return start, end, in_block
 
-    def write(self, rows: Tensor, commit: Tensor, tokens: Tensor, remask: Tensor | None, mask_id: int) -> None:
-        """Write `tokens` at `commit` [b, W] of `rows`, then turn `remask` slots back into masks."""
-        new_x = torch.where(commit, tokens, self.x[rows])
-        new_masked = self.is_masked[rows] & ~commit
+    def write(self, rows: Tensor, commit: Tensor, tokens: Tensor, remask: Tensor | None, mask_id: int,
+              offset: int = 0) -> None:
+        """Write `tokens` at `commit` [b, W - offset] (columns [offset, W)) of `rows`, then turn `remask` slots
+        back into masks."""
+        new_x = torch.where(commit, tokens, self.x[rows, offset:])
+        new_masked = self.is_masked[rows, offset:] & ~commit
         if remask is not None:
             new_x = torch.where(remask, torch.full_like(new_x, mask_id), new_x)
             new_masked = new_masked | remask
-        self.x[rows] = new_x
-        self.is_masked[rows] = new_masked
+        self.x[rows, offset:] = new_x
+        self.is_masked[rows, offset:] = new_masked
 
     def generation(self, row: int, gen_length: int, mask_id: int) -> list[int]:
         """The generation region of `row`, with the mask id where a slot was never written."""

@@ -18,8 +18,8 @@ from tqdm.auto import tqdm
 
 from boe_eval.decoding.canvas import Canvas, build_canvas, check_prompts
 from boe_eval.decoding.diagnostics import DecisionDiagnostics
-from boe_eval.decoding.meter import Meter, MeteredDenoiser
-from boe_eval.decoding.prediction import prepare_prediction
+from boe_eval.decoding.meter import Meter, MeteredDenoiser, StepWindow
+from boe_eval.decoding.prediction import current_timestep, prepare_prediction
 from boe_eval.decoding.rules import check_decision, confidence_for_rows
 from boe_eval.errors import ConfigError
 from boe_eval.decoding.schedule import validate_layout
@@ -42,6 +42,9 @@ class DecodeConfig:
     stop_on_eos: bool = True
     record_trajectory: bool = False
     backward_cost: float = 2.0
+    #: step window (docs/design.md "Step window"): steps see the canvas columns from the shortest prompt's end
+    #: on, and the model's output head runs there only; False = the whole canvas (same tokens, more memory)
+    logits_window: bool = True
 
     def validate(self) -> tuple[int, int, int]:
         if self.temperature is None or self.temperature < 0:
@@ -65,6 +68,8 @@ class SequenceResult:
     forward_equivalents: float
     tokens_processed: int
     wall_time_s: float
+    forward_flops: float | None = None  #: analytic forward FLOPs (boe_eval.models.flops); None: not countable
+    flops: float | None = None  #: forward FLOPs + backward_cost x those of the differentiated forwards
     fallbacks: int = 0
     trajectory: list[dict] | None = None
     #: decision diagnostics (agreement with confidence, remasked writes; `boe_eval.decoding.diagnostics`)
@@ -79,6 +84,8 @@ class SequenceResult:
             "forward_equivalents": self.forward_equivalents,
             "tokens_processed": self.tokens_processed,
             "wall_time_s": self.wall_time_s,
+            "forward_flops": self.forward_flops,
+            "flops": self.flops,
             "fallbacks": self.fallbacks,
             **self.decisions,
         }
@@ -104,6 +111,7 @@ class _Run:
     suppress: Tensor
     num_blocks: int
     steps_per_block: int
+    offset: int = 0  #: canvas columns left of the step window (the frozen prompt prefix shared by every row)
     step: int = 0
 
 
@@ -131,13 +139,15 @@ def _start(denoiser, prompts, sampler, config, seeds, num_blocks, steps_per_bloc
     seeds = list(seeds) if seeds is not None else list(range(batch))
     canvas = build_canvas(denoiser, prompts, config.gen_length)
     meter = Meter(batch, backward_cost=config.backward_cost)
+    offset = int(canvas.gen_start.min()) if config.logits_window else 0
+    window = StepWindow(canvas.x[:, :offset].clone(), canvas.attention_mask[:, :offset].clone(), canvas.x.shape[1])
     run = _Run(
         denoiser=denoiser,
         sampler=sampler,
         config=config,
         canvas=canvas,
         meter=meter,
-        model=MeteredDenoiser(denoiser, meter),
+        model=MeteredDenoiser(denoiser, meter, window),
         generators=[torch.Generator(device=device).manual_seed(int(s)) for s in seeds],
         watcher=StopWatcher(denoiser, config.until, config.stop_on_eos, config.gen_length, batch),
         trajectory=TrajectoryRecorder(batch, config.record_trajectory),
@@ -148,8 +158,9 @@ def _start(denoiser, prompts, sampler, config, seeds, num_blocks, steps_per_bloc
         suppress=torch.tensor(denoiser.suppress_ids, dtype=torch.long, device=device),
         num_blocks=num_blocks,
         steps_per_block=steps_per_block,
+        offset=offset,
     )
-    sampler.start(batch, canvas.x.shape[1], device)
+    sampler.start(batch, canvas.x.shape[1] - offset, device)
     return run
 
 
@@ -182,12 +193,14 @@ def _decode_block(run: _Run, block_index: int, block_length: int) -> None:
 
 def _step(run: _Run, rows: Tensor, eligible: Tensor, budget: Tensor, block_index: int, block_step: int,
           block_start: Tensor, block_end: Tensor) -> None:
-    """One step: predict, let the sampler decide, check, observe, write, watch for a stop."""
-    canvas, sampler, config = run.canvas, run.sampler, run.config
-    xa, attn = canvas.x[rows], canvas.attention_mask[rows]
+    """One step: predict, let the sampler decide, check, observe, write, watch for a stop. The step sees the
+    window [offset, W) of the canvas: every tensor of its context, positions shifted by `offset`."""
+    canvas, sampler, config, w = run.canvas, run.sampler, run.config, run.offset
+    xa, attn = canvas.x[rows, w:], canvas.attention_mask[rows, w:]
+    eligible = eligible[:, w:]
     timestep = None
     if run.denoiser.time_conditioned:
-        timestep = (canvas.is_masked[rows].sum(1).float() / config.gen_length).clamp(min=1e-5)
+        timestep = current_timestep(canvas.is_masked[rows], config.gen_length)
     # a policy may make the current-step forward itself (BoE fuses it with its surrogate forward)
     logits = sampler.current_prediction(run.model, rows, xa, attn, timestep)
     if logits is None:
@@ -196,21 +209,21 @@ def _step(run: _Run, rows: Tensor, eligible: Tensor, budget: Tensor, block_index
     row_generators = [run.generators[i] for i in rows.tolist()]
     prediction = prepare_prediction(logits, eligible, run.forbidden, config.temperature, row_generators)
     ctx = StepContext(
-        x=xa, attention_mask=attn, masked=canvas.is_masked[rows], eligible=eligible,
-        committed=canvas.gen_region[rows] & ~canvas.is_masked[rows], gen_start=canvas.gen_start[rows],
-        block_start=block_start[rows], block_end=block_end[rows], logits=prediction.logits, x0=prediction.x0,
+        x=xa, attention_mask=attn, masked=canvas.is_masked[rows, w:], eligible=eligible,
+        committed=(canvas.gen_region[rows] & ~canvas.is_masked[rows])[:, w:], gen_start=canvas.gen_start[rows] - w,
+        block_start=block_start[rows] - w, block_end=block_end[rows] - w, logits=prediction.logits, x0=prediction.x0,
         suppressed=torch.isin(prediction.x0, run.suppress) if run.suppress.numel() else torch.zeros_like(eligible),
         budget=budget, rows=rows, model=run.model, generators=row_generators, temperature=config.temperature,
         block_index=block_index, num_blocks=run.num_blocks, block_step=block_step,
-        steps_per_block=run.steps_per_block, step=run.step, total_steps=config.steps, timestep=timestep,
+        steps_per_block=run.steps_per_block, step=run.step, total_steps=config.steps, timestep=timestep, offset=w,
     )
     with torch.no_grad():  # the policy's own token proposal (default: x0), drawn before its decision
         ctx.proposal = sampler.propose_tokens(ctx)
     decision = _decide(sampler, ctx, prediction.unusable)
     run.diagnostics.observe(sampler, ctx, decision)  # what confidence would commit (observes only)
     tokens = decision.tokens if decision.tokens is not None else ctx.proposal
-    run.trajectory.record(canvas, ctx, decision, run.meter)
-    canvas.write(rows, decision.commit, tokens, decision.remask, run.denoiser.mask_id)
+    run.trajectory.record(ctx, decision, run.meter)
+    canvas.write(rows, decision.commit, tokens, decision.remask, run.denoiser.mask_id, offset=w)
     if decision.fallbacks is not None:
         run.fallbacks[rows.cpu()] += decision.fallbacks.cpu().long()
     run.watcher.update(canvas, rows, run.meter)

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from boe_eval.models.denoiser import Denoiser
+from boe_eval.models.flops import flop_model
 
 
 @dataclass
@@ -30,6 +31,10 @@ class Meter:
     nfe: Tensor = field(init=False)
     tokens: Tensor = field(init=False)
     wall_time: Tensor = field(init=False)
+    forward_flops: Tensor = field(init=False)
+    backward_flops: Tensor = field(init=False)
+    #: False when a call's FLOPs could not be counted (a model without Linear layers): the rows then say None
+    flops_known: bool = True
 
     def __post_init__(self) -> None:
         self.forwards = torch.zeros(self.batch_size, dtype=torch.long)
@@ -37,22 +42,34 @@ class Meter:
         self.nfe = torch.zeros(self.batch_size, dtype=torch.long)
         self.tokens = torch.zeros(self.batch_size, dtype=torch.long)
         self.wall_time = torch.zeros(self.batch_size, dtype=torch.float64)
+        self.forward_flops = torch.zeros(self.batch_size, dtype=torch.float64)
+        self.backward_flops = torch.zeros(self.batch_size, dtype=torch.float64)
 
     @property
     def forward_equivalents(self) -> Tensor:
         return self.forwards.double() + self.backward_cost * self.backwards.double()
 
-    def record_forward(self, rows: Tensor, tokens: Tensor, seconds: float, nfe: int = 1) -> None:
+    def record_forward(self, rows: Tensor, tokens: Tensor, seconds: float, nfe: int = 1,
+                       flops: Tensor | None = None) -> None:
         rows = rows.cpu()
         self.forwards[rows] += 1
         self.nfe[rows] += nfe
         self.tokens[rows] += tokens.cpu().long()
         self.wall_time[rows] += seconds / max(len(rows), 1)
+        if flops is None:
+            self.flops_known = False
+        else:
+            self.forward_flops[rows] += flops.cpu().double()
 
-    def record_backward(self, rows: Tensor, seconds: float) -> None:
+    def record_backward(self, rows: Tensor, seconds: float, flops: Tensor | None = None) -> None:
+        """A backward; `flops`: `backward_cost` times the FLOPs of the forward it differentiates."""
         rows = rows.cpu()
         self.backwards[rows] += 1
         self.wall_time[rows] += seconds / max(len(rows), 1)
+        if flops is None:
+            self.flops_known = False
+        else:
+            self.backward_flops[rows] += flops.cpu().double()
 
     def row(self, i: int) -> dict:
         return {
@@ -62,22 +79,103 @@ class Meter:
             "forward_equivalents": float(self.forward_equivalents[i]),
             "tokens_processed": int(self.tokens[i]),
             "wall_time_s": float(self.wall_time[i]),
+            # analytic FLOPs (boe_eval.models.flops): forwards, and forwards plus backwards (backward_cost x the
+            # FLOPs of the forward each differentiates)
+            "forward_flops": float(self.forward_flops[i]) if self.flops_known else None,
+            "flops": float(self.forward_flops[i] + self.backward_flops[i]) if self.flops_known else None,
         }
+
+
+@dataclass
+class StepWindow:
+    """The canvas columns a decode step works on, [offset, W) (docs/design.md "Step window"): the frozen
+    prefix [0, offset) (prompt tokens of every row, never written) is kept here so that a caller holding
+    window-sized inputs never needs to know it."""
+
+    prefix_ids: Tensor  #: [B, offset] canvas ids left of the window (batch rows = meter rows)
+    prefix_mask: Tensor  #: [B, offset] their attention mask
+    width: int  #: W, the canvas width
+
+    @property
+    def offset(self) -> int:
+        return int(self.prefix_ids.shape[1])
 
 
 class MeteredDenoiser:
     """The only door to the model: forwards and backwards are counted on `meter`.
 
-    `rows` always names which sequences of the batch (indices into the meter) a call serves.
+    `rows` always names which sequences of the batch (indices into the meter) a call serves. With a
+    `window` (set by the decoding loop), inputs of the window's width (ids or embeddings) are completed
+    with the frozen prefix before the model sees them and the logits come back for the window only: the
+    output head runs on the window's positions alone (`Denoiser.logits(logits_from=...)`).
     """
 
-    def __init__(self, denoiser: Denoiser, meter: Meter) -> None:
+    def __init__(
+        self, denoiser: Denoiser, meter: Meter, window: StepWindow | None = None, rows_are_canvas_rows: bool = True
+    ) -> None:
         self._denoiser = denoiser  # private: every model call goes through forward/grad below
         self.meter = meter
+        self.window = window if window is not None and window.offset > 0 else None
+        self._graph_flops: dict[int, float] = {}  #: meter row -> FLOPs of its last forward with grad
+        flop_model(denoiser)  # probed now, outside any ActiveQueryAttention context a later call may run in
+        #: False behind another meter: its rows index that meter, and a window-sized forward must name the
+        #: canvas rows whose prefix completes it (`canvas_rows`)
+        self._rows_are_canvas_rows = rows_are_canvas_rows
 
     def with_meter(self, meter: Meter) -> MeteredDenoiser:
-        """The same model behind another meter (a diagnostic's calls counted apart from the run's)."""
-        return MeteredDenoiser(self._denoiser, meter)
+        """The same model behind another meter (a diagnostic's calls counted apart from the run's); its `rows`
+        index `meter`, so window-sized forwards through it pass `canvas_rows`."""
+        return MeteredDenoiser(self._denoiser, meter, self.window, rows_are_canvas_rows=False)
+
+    @property
+    def offset(self) -> int:
+        """Canvas columns left of the step window (0: no window)."""
+        return 0 if self.window is None else self.window.offset
+
+    def canvas_columns(self, window_tensor: Tensor) -> Tensor:
+        """A window-sized [b, W - offset, ...] tensor laid out over the whole canvas width, zero (False) on the
+        prefix (e.g. ActiveQueryAttention's active query rows, which index the model's own positions)."""
+        if self.window is None or window_tensor.shape[1] != self.window.width - self.offset:
+            return window_tensor
+        pad = torch.zeros((window_tensor.shape[0], self.offset, *window_tensor.shape[2:]), dtype=window_tensor.dtype,
+                          device=window_tensor.device)
+        return torch.cat([pad, window_tensor], dim=1)
+
+    def canvas_ids(self, canvas_rows: Tensor | Sequence[int], window_ids: Tensor) -> Tensor:
+        """The whole canvas [b, W] of `canvas_rows` with `window_ids` [b, W - offset] in the window: for a policy
+        that needs whole-canvas inputs (its own 4-D attention mask); such a forward returns whole-canvas logits."""
+        if self.window is None:
+            return window_ids
+        index = torch.as_tensor(canvas_rows, dtype=torch.long).to(self.window.prefix_ids.device)
+        return torch.cat([self.window.prefix_ids[index].to(window_ids.device), window_ids], dim=1)
+
+    def _complete(self, rows: Tensor, canvas_rows, input_ids, inputs_embeds, attention_mask):
+        """(ids, embeds, mask, logits_from): window-sized inputs completed with the prefix of `canvas_rows`
+        (default: `rows`, when they index the canvas)."""
+        window = self.window
+        ref = input_ids if input_ids is not None else inputs_embeds
+        if window is None or ref.shape[1] != window.width - window.offset:
+            return input_ids, inputs_embeds, attention_mask, 0
+        if canvas_rows is None:
+            if not self._rows_are_canvas_rows:
+                raise RuntimeError("a window-sized forward behind another meter must name its canvas_rows")
+            canvas_rows = rows
+        index = torch.as_tensor(canvas_rows, dtype=torch.long).to(window.prefix_ids.device)
+        prefix = window.prefix_ids[index].to(ref.device)
+        if input_ids is not None:
+            input_ids = torch.cat([prefix, input_ids], dim=1)
+        else:
+            with torch.no_grad():
+                embedded = self._denoiser.embed(prefix).to(inputs_embeds.dtype)
+            inputs_embeds = torch.cat([embedded, inputs_embeds], dim=1)
+        if attention_mask is not None:
+            if attention_mask.dim() != 2:
+                raise ValueError(
+                    f"a window-sized forward takes a [b, L] padding mask (got shape {tuple(attention_mask.shape)}): "
+                    "pass whole-canvas inputs (model.canvas_ids) with a mask of your own"
+                )
+            attention_mask = torch.cat([window.prefix_mask[index].to(attention_mask), attention_mask], dim=1)
+        return input_ids, inputs_embeds, attention_mask, window.offset
 
     # pass-through facts (not model calls)
     @property
@@ -128,22 +226,39 @@ class MeteredDenoiser:
         timestep: Tensor | None = None,
         grad: bool = False,
         nfe: int = 1,
+        canvas_rows: Tensor | Sequence[int] | None = None,
     ) -> Tensor:
-        """One denoiser evaluation for the sequences `rows`; returns logits [b, L, V]."""
+        """One denoiser evaluation for the sequences `rows`; returns logits [b, L, V] for inputs of L positions
+        (the window's width: the logits of the window). `canvas_rows`: which canvas rows the inputs are, when
+        `rows` index another meter (`with_meter`)."""
         rows = torch.as_tensor(rows, dtype=torch.long)
         start = time.perf_counter()
+        input_ids, inputs_embeds, attention_mask, logits_from = self._complete(
+            rows, canvas_rows, input_ids, inputs_embeds, attention_mask
+        )
         with torch.set_grad_enabled(grad):
             logits = self._denoiser.logits(
-                input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask, timestep=timestep
+                input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask, timestep=timestep,
+                logits_from=logits_from,
             )
         seconds = time.perf_counter() - start
         ref = input_ids if input_ids is not None else inputs_embeds[..., 0]
         if attention_mask is not None:
-            tokens = attention_mask.sum(dim=1)
+            tokens = attention_mask.sum(dim=1).cpu()
         else:
             tokens = torch.full((ref.shape[0],), ref.shape[1], dtype=torch.long)
-        self.meter.record_forward(rows, tokens, seconds, nfe=nfe)
+        flops = self._forward_flops(tokens, logits_from)
+        if grad and flops is not None:
+            self._graph_flops.update(zip(rows.tolist(), flops.tolist()))
+        self.meter.record_forward(rows, tokens, seconds, nfe=nfe, flops=flops)
         return logits
+
+    def _forward_flops(self, tokens: Tensor, logits_from: int) -> Tensor | None:
+        """Analytic FLOPs [b] of a forward over rows of `tokens` real positions (None: not countable)."""
+        model = flop_model(self._denoiser)
+        if model is None:
+            return None
+        return model.forward_flops(tokens, tokens, self._denoiser.head_positions(tokens, logits_from).cpu())
 
     __call__ = forward
 
@@ -169,5 +284,7 @@ class MeteredDenoiser:
         rows = torch.as_tensor(rows, dtype=torch.long)
         start = time.perf_counter()
         (gradient,) = torch.autograd.grad(output, inputs)
-        self.meter.record_backward(rows, time.perf_counter() - start)
+        graph = [self._graph_flops.get(r) for r in rows.tolist()]
+        flops = None if None in graph else self.meter.backward_cost * torch.tensor(graph, dtype=torch.float64)
+        self.meter.record_backward(rows, time.perf_counter() - start, flops=flops)
         return gradient

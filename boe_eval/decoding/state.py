@@ -2,6 +2,9 @@
 
 All tensors cover only the *active* rows of the batch (sequences still being decoded in this block);
 `rows` maps them back to batch indices, which is how stateful samplers keep per-sequence state.
+Their columns are the step *window*: canvas columns [offset, W), where offset is the shortest prompt of the
+batch (docs/design.md "Step window"); every position (gen_start, block_start, block_end) is counted in window
+columns. `model` takes window-sized inputs and completes them with the frozen prompt prefix itself.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import torch
 from torch import Tensor
 
 from boe_eval.decoding.meter import MeteredDenoiser
+from boe_eval.decoding.prediction import entropy_of_log_probs
 
 
 @dataclass(eq=False)
@@ -44,6 +48,7 @@ class StepContext:
     #: [b, L] the tokens the policy proposes (`Policy.propose_tokens`, called by the loop before `select`): `x0`
     #: unless the policy owns its proposal (ReMDM's temperature-1 / nucleus draws); a decision's default tokens
     proposal: Tensor | None = None
+    offset: int = 0  #: canvas columns left of the window (column c of these tensors is canvas column offset + c)
 
     @cached_property
     def log_probs(self) -> Tensor:
@@ -62,8 +67,7 @@ class StepContext:
     @cached_property
     def entropy(self) -> Tensor:
         """H(p_i) in nats at every slot [b, L] (paper eq. 8 summand)."""
-        lp = self.log_probs
-        return -(lp.exp() * lp).nan_to_num().sum(-1)
+        return entropy_of_log_probs(self.log_probs)
 
     @cached_property
     def margin(self) -> Tensor:

@@ -3,7 +3,6 @@ slots committed at each step."""
 
 from __future__ import annotations
 
-from boe_eval.decoding.canvas import Canvas
 from boe_eval.decoding.meter import Meter
 from boe_eval.decoding.state import StepContext, StepDecision
 
@@ -13,12 +12,12 @@ class TrajectoryRecorder:
         self.enabled = enabled
         self.steps: list[list[dict]] = [[] for _ in range(batch)]
 
-    def record(self, canvas: Canvas, ctx: StepContext, decision: StepDecision, meter: Meter) -> None:
+    def record(self, ctx: StepContext, decision: StepDecision, meter: Meter) -> None:
         if not self.enabled:
             return
         masked_entropy = (ctx.entropy * ctx.masked).sum(1)
         for j, row in enumerate(ctx.rows.tolist()):
-            start = int(canvas.gen_start[row])
+            start = int(ctx.gen_start[j])
             self.steps[row].append(
                 {
                     "step": ctx.step,

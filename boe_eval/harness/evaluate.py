@@ -270,6 +270,8 @@ def summarize(rows: list[dict], common: dict, metric_names: list[str], elapsed: 
         "backwards": avg("backwards"),
         "forward_equivalents": avg("forward_equivalents"),
         "tokens_processed": avg("tokens_processed"),
+        "forward_flops": avg("forward_flops"),
+        "flops": avg("flops"),
         "fallbacks": sum(r.get("fallbacks") or 0 for r in rows),
         "wall_time_s": elapsed,
         "decode_time_s": sum(r.get("wall_time_s") or 0.0 for r in rows),

@@ -389,7 +389,7 @@ def _suppresses(gen_kwargs: dict) -> bool:
 #: the fields of a record copied into a logged sample's `compute` (the trajectory too when recorded)
 COMPUTE_FIELDS = (
     "nfe", "nfe_to_stop", "forwards", "backwards", "forward_equivalents", "tokens_processed", "wall_time_s",
-    "fallbacks", "stopped_early", "prompt_tokens", "gen_length", "steps", "block_length",
+    "forward_flops", "flops", "fallbacks", "stopped_early", "prompt_tokens", "gen_length", "steps", "block_length",
 )
 _WATCHERS: list[list[BoeLM]] = []
 

@@ -111,15 +111,78 @@ class Denoiser:
         inputs_embeds: Tensor | None = None,
         attention_mask: Tensor | None = None,
         timestep: Tensor | None = None,
+        logits_from: int = 0,
     ) -> Tensor:
-        """Logits [B, L, V] with `logits[:, i]` predicting token i.
+        """Logits [B, L - logits_from, V] with `logits[:, i]` predicting token `logits_from + i`.
 
         `timestep` (diffusion time in [0, 1], one per row) is used by time-conditioned denoisers and
-        ignored by time-independent ones such as LLaDA.
+        ignored by time-independent ones such as LLaDA. `logits_from` > 0 asks for the positions
+        [logits_from, L) only: the whole input is still encoded (every position attends to every other),
+        but the output head runs on those positions only where the architecture allows it
+        (`_head_window`), else the full logits are computed and sliced.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
-        return self._forward(input_ids, inputs_embeds, attention_mask, timestep)
+        length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+        if not 0 <= logits_from < length:
+            raise ValueError(f"logits_from={logits_from} must lie in [0, {length})")
+        if logits_from == 0:
+            return self._forward(input_ids, inputs_embeds, attention_mask, timestep)
+        return self._window_forward(input_ids, inputs_embeds, attention_mask, timestep, logits_from)
+
+    def _window_forward(
+        self,
+        input_ids: Tensor | None,
+        inputs_embeds: Tensor | None,
+        attention_mask: Tensor | None,
+        timestep: Tensor | None,
+        start: int,
+    ) -> Tensor:
+        """`_forward` with the output head applied to positions [start, L) only (see `logits`)."""
+        length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+        with self._head_window(start, length):
+            logits = self._forward(input_ids, inputs_embeds, attention_mask, timestep)
+        return logits[:, start:] if logits.shape[1] == length else logits
+
+    def head_positions(self, tokens: Tensor, logits_from: int) -> Tensor:
+        """Positions [b] the output head runs on for rows of `tokens` real positions asked for logits from
+        `logits_from` on (the FLOP count, `boe_eval.models.flops`): all of them when the head cannot be cut."""
+        if logits_from == 0 or self._head() is None:
+            return tokens
+        return (tokens - logits_from).clamp(min=0)
+
+    def _head(self) -> tuple[nn.Module, str] | None:
+        """Where the per-position hidden states enter the output head: (module, "input") to slice a module's
+        input [B, L, d] (default: the output embedding, `get_output_embeddings()`, when it is a Linear), or
+        (module, "output") to slice a position-wise module's output. None: no head slicing (full + slice)."""
+        getter = getattr(self.model, "get_output_embeddings", None)
+        head = getter() if callable(getter) else None
+        return (head, "input") if isinstance(head, nn.Linear) else None
+
+    @contextlib.contextmanager
+    def _head_window(self, start: int, length: int) -> Iterator[None]:
+        """Inside the context the head sees positions [start, L) only (hidden states [B, L, d] are sliced
+        where they enter it); a tensor of another shape passes unchanged, so a model that calls its head
+        differently falls back to full logits."""
+        head = self._head()
+        if head is None:
+            yield
+            return
+        module, where = head
+
+        def cut(hidden):
+            if isinstance(hidden, Tensor) and hidden.dim() == 3 and hidden.shape[1] == length:
+                return hidden[:, start:]
+            return hidden
+
+        if where == "input":
+            handle = module.register_forward_pre_hook(lambda _m, args: (cut(args[0]),) + tuple(args[1:]) if args else None)
+        else:
+            handle = module.register_forward_hook(lambda _m, _args, output: cut(output))
+        try:
+            yield
+        finally:
+            handle.remove()
 
     def _forward(
         self,

@@ -97,6 +97,25 @@ class DreamDenoiser(Denoiser):
         raw = self.raw_logits(input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask)
         return shift_to_token_alignment(raw, attention_mask)
 
+    def head_positions(self, tokens: Tensor, logits_from: int) -> Tensor:
+        """One more than the window: its first token is predicted by the raw position before it."""
+        if logits_from == 0:
+            return tokens
+        return (tokens - logits_from + 1).clamp(min=0)
+
+    def _window_forward(self, input_ids, inputs_embeds, attention_mask, timestep, start: int) -> Tensor:
+        """Token-aligned logits of positions [start, L): token i is predicted by raw position i - 1, so the head
+        runs on raw positions [start - 1, L - 1). Rows whose first real position is not before `start` (left
+        padding) have no predecessor there: then the full logits are computed and sliced."""
+        length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+        if attention_mask is not None and bool((attention_mask.long().argmax(dim=1) >= start).any()):
+            return self._forward(input_ids, inputs_embeds, attention_mask, timestep)[:, start:]
+        with self._head_window(start - 1, length):
+            raw = self.raw_logits(input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask)
+        if raw.shape[1] == length:
+            raw = raw[:, start - 1 :]
+        return raw[:, : length - start]
+
 
 def dream_mask_id(config, tokenizer, vocab_size: int) -> int:
     """config.mask_token_id (151666 in Dream-7B), else the tokenizer's mask token."""

@@ -55,6 +55,11 @@ class LLaDADenoiser(Denoiser):
             blocks = [block for group in self.transformer.block_groups for block in group]
         return [block.attn_out for block in blocks]
 
+    def _head(self) -> tuple[nn.Module, str]:
+        """The final norm `ln_f` (position-wise): its output is sliced, so the head (`ff_out`, or the tied `wte`
+        applied with `F.linear` when `weight_tying`) runs on the window only."""
+        return self.transformer.ln_f, "output"
+
     def _forward(
         self,
         input_ids: Tensor | None,

@@ -55,6 +55,7 @@ from torch import Tensor
 
 from boe_eval.decoding.meter import MeteredDenoiser
 from boe_eval.errors import ConfigError
+from boe_eval.decoding.prediction import timestep_after
 from boe_eval.decoding.state import StepContext, StepDecision
 from boe_eval.models.aqa import AQA_MODES, ActiveQueries, prediction_query_rows
 from boe_eval.samplers.cost import KnobRule, StepCost
@@ -168,11 +169,8 @@ def masked_entropy(logits: Tensor, positions: Tensor, forbidden_ids: tuple[int, 
 def relaxed_timestep(ctx: StepContext) -> Tensor | None:
     """Diffusion time of the surrogate forward, t - 1 (A.3.1): the fraction of masks left after this step's
     b_t writes; None for time-independent denoisers."""
-    if ctx.timestep is None:
-        return None
     masked = ctx.masked.sum(1).clamp(min=1)
-    remaining = (masked - ctx.budget.to(masked.device)).clamp(min=0).float() / masked.float()
-    return (ctx.timestep * remaining.to(ctx.timestep.device)).clamp(min=1e-5)
+    return timestep_after(ctx.timestep, masked, (masked - ctx.budget.to(masked.device)).clamp(min=0))
 
 
 @dataclass
@@ -261,7 +259,8 @@ def commit_by_score(scores: Tensor, candidates: Tensor, ctx: StepContext) -> Ten
 def random_scores(ctx: StepContext) -> Tensor:
     """Uniform keys in [0, 1) [b, L], one draw per slot from each row's own generator (the random control: the
     top-b_t keys within C_t are a uniformly random b_t-subset of C_t, independent of batch composition)."""
-    keys = [torch.rand(ctx.x.shape[1], generator=g, device=g.device, dtype=torch.float64) for g in ctx.generators]
+    width = ctx.offset + ctx.x.shape[1]  # one key per canvas column, whatever the step window
+    keys = [torch.rand(width, generator=g, device=g.device, dtype=torch.float64)[ctx.offset :] for g in ctx.generators]
     return torch.stack(keys).to(ctx.x.device)
 
 
@@ -322,10 +321,12 @@ class BoESampler(Sampler):
         return surrogate_forward(ctx.model, ctx.rows, ctx.x, ctx.attention_mask, relaxed_timestep(ctx), self._aqa_mode)
 
     def active_rows(self, ctx: StepContext, candidates: Tensor, objective: Tensor) -> Tensor:
-        """A_t: C_t (paper) or C_t plus the query rows predicting the objective's positions."""
+        """A_t: C_t (paper) or C_t plus the query rows predicting the objective's positions, over the model's own
+        positions (the whole canvas: Dream's token at the window's first column is predicted from the prefix)."""
+        candidates = ctx.model.canvas_columns(candidates)
         if self.config.active_set == "candidates":
             return candidates
-        return candidates | prediction_query_rows(ctx.model, objective)
+        return candidates | prediction_query_rows(ctx.model, ctx.model.canvas_columns(objective))
 
     def scores(self, ctx: StepContext, candidates: Tensor) -> dict[str, Tensor]:
         """TIS, gate, penalty and final score [b, L] for the candidates (0 elsewhere); `tis` is TIS itself, also

@@ -58,9 +58,11 @@ class RandomSampler(Sampler):
     knob = ONE_FORWARD
 
     def select(self, ctx: StepContext) -> StepDecision:
-        # draw over each row's own real length so the draws never depend on the batch's padding
+        # draw over each row's own real length of the whole canvas (LLaDA draws for every position), so the
+        # draws depend neither on the batch's padding nor on the step window (`ctx.offset` prompt columns)
         scores = torch.zeros(ctx.x.shape, dtype=torch.float32, device=ctx.x.device)
         for j, g in enumerate(ctx.generators):
             n = int(ctx.attention_mask[j].sum())
-            scores[j, :n] = torch.rand(n, generator=g, device=g.device).to(scores.device)
+            draws = torch.rand(ctx.offset + n, generator=g, device=g.device)
+            scores[j, :n] = draws[ctx.offset :].to(scores.device)
         return StepDecision(commit=top_k_mask(scores, ctx))

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from boe_eval.decoding.meter import MeteredDenoiser
 from boe_eval.errors import ConfigError
+from boe_eval.decoding.prediction import entropy, forbid, lookahead_logits
 from boe_eval.decoding.state import StepContext, StepDecision
 from boe_eval.samplers.cost import KnobRule, StepCost
 from boe_eval.samplers.base import Sampler, SamplerConfig, register_sampler, top_k_mask
@@ -68,11 +69,6 @@ def linear_schedule(n_masked: int, steps: int) -> list[int]:
             break
     return [c for c in counts if c > 0]
 
-
-def slot_entropy(logits: Tensor) -> Tensor:
-    """Entropy (nats) of each prediction [..., V] -> [...]."""
-    log_probs = torch.log_softmax(logits.float(), dim=-1)
-    return -(log_probs.exp() * log_probs).nan_to_num().sum(-1)
 
 
 @register_sampler("info_gain", InfoGainConfig)
@@ -157,7 +153,6 @@ class InfoGainSampler(Sampler):
         index (the rows that have that many candidates, batched)."""
         entropy_now = ctx.entropy.double()
         results: dict[int, list[tuple[float, Tensor, Tensor]]] = {j: [] for j in per_row}
-        forbidden = list(ctx.model.forbidden_ids)
         for c in range(max(len(v) for v in per_row.values())):
             js = [j for j, v in per_row.items() if len(v) > c]
             states, still = [], []
@@ -171,16 +166,8 @@ class InfoGainSampler(Sampler):
                 still.append(left)
             index = torch.tensor(js, device=ctx.x.device)
             states_t, still_t = torch.stack(states), torch.stack(still)
-            timestep = None
-            if ctx.timestep is not None:
-                remaining = still_t.sum(1).float() / ctx.masked[index].sum(1).clamp(min=1).float()
-                timestep = (ctx.timestep[index] * remaining).clamp(min=1e-5)
-            raw = ctx.model.forward(ctx.rows[index.cpu()], states_t, attention_mask=ctx.attention_mask[index],
-                                    timestep=timestep)
-            scored = raw.float().clone()
-            if forbidden:
-                scored[..., forbidden] = float("-inf")
-            h_next_all = slot_entropy(scored).double()
+            raw = lookahead_logits(ctx, states_t, still_t, index)
+            h_next_all = entropy(forbid(raw, ctx.model.forbidden_ids)).double()
             for n, j in enumerate(js):
                 slots, tokens = per_row[j][c]
                 cost = float(entropy_now[j, slots].sum())

@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 
 from boe_eval.errors import ConfigError
+from boe_eval.decoding.prediction import entropy, forbid, lookahead_logits
 from boe_eval.decoding.state import StepContext, StepDecision
 from boe_eval.samplers.cost import KnobRule, StepCost
 from boe_eval.samplers.base import Sampler, SamplerConfig, register_sampler, top_k_mask
@@ -75,10 +76,10 @@ class LookumConfig(SamplerConfig):
 def mean_slot_entropy(slot_logits: Tensor, masked: Tensor) -> Tensor:
     """Per row [b], the mean entropy (nats) of `slot_logits` [n, V], the predictions at the n slots
     of `masked` [b, L] in row-major order; 0 for a row without masked slots."""
-    log_probs = torch.log_softmax(slot_logits.float(), dim=-1)
-    entropy = -(log_probs.exp() * log_probs).nan_to_num().sum(-1)
+    slot_entropy = entropy(slot_logits)
     rows = masked.nonzero()[:, 0]
-    total = torch.zeros(masked.shape[0], dtype=entropy.dtype, device=entropy.device).index_add_(0, rows, entropy)
+    total = torch.zeros(masked.shape[0], dtype=slot_entropy.dtype, device=slot_entropy.device)
+    total = total.index_add_(0, rows, slot_entropy)
     return total / masked.sum(1).clamp(min=1)
 
 
@@ -120,15 +121,8 @@ class LookumSampler(Sampler):
         """Score [b] of a candidate: minus the mean masked entropy of one look-ahead forward."""
         lookahead = torch.where(candidate, ctx.x0, ctx.x)
         still_masked = ctx.masked & ~candidate
-        timestep = None
-        if ctx.timestep is not None:
-            remaining = still_masked.sum(1).float() / ctx.masked.sum(1).clamp(min=1).float()
-            timestep = (ctx.timestep * remaining).clamp(min=1e-5)
-        logits = ctx.model.forward(ctx.rows, lookahead, attention_mask=ctx.attention_mask, timestep=timestep)
-        slot_logits = logits[still_masked].float()  # [n, V]: only the slots the score reads
-        forbidden = list(ctx.model.forbidden_ids)
-        if forbidden:
-            slot_logits[:, forbidden] = float("-inf")
+        logits = lookahead_logits(ctx, lookahead, still_masked)
+        slot_logits = forbid(logits[still_masked], ctx.model.forbidden_ids)  # [n, V]: only the slots the score reads
         return -mean_slot_entropy(slot_logits, still_masked)
 
     def params(self) -> dict:

@@ -104,15 +104,19 @@ class WinoSampler(Sampler):
         for j, row in enumerate(rows.tolist()):
             if self._gen_start[row] is None:
                 self._gen_start[row] = int((x[j] == model.mask_id).nonzero()[0])
-        offset = self._block * self._block_length
-        block_start = torch.tensor([self._gen_start[r] + offset for r in rows.tolist()], device=x.device)
-        ids, mask, positions = shadow_inputs(x, attention_mask, block_start, self._block_length, model.mask_id)
+        # whole-canvas inputs: the step window's prefix (prompt columns, all real) in front of `x`
+        prefix = model.offset
+        canvas = model.canvas_ids(rows, x)
+        attention = torch.cat([attention_mask.new_ones((x.shape[0], prefix)), attention_mask], dim=1)
+        block_offset = prefix + self._block * self._block_length
+        block_start = torch.tensor([self._gen_start[r] + block_offset for r in rows.tolist()], device=x.device)
+        ids, mask, positions = shadow_inputs(canvas, attention, block_start, self._block_length, model.mask_id)
         with torch.no_grad():
             logits = model.forward_masked(rows, ids, mask, positions)
-        width = x.shape[1]
+        width = canvas.shape[1]
         self._shadow = logits[:, width:].float().clone()
         self._shadow[..., list(model.forbidden_ids)] = float("-inf")
-        return logits[:, :width]
+        return logits[:, prefix:width]
 
     def propose_tokens(self, ctx: StepContext) -> Tensor:
         """The argmax, whatever the run's temperature (the reference's `decoding_wino` ignores its temperature)."""
