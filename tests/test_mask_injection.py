@@ -176,3 +176,19 @@ def test_restricted_attention_refuses_a_model_it_cannot_reach(llada):
 
 def test_bfloat16_llada_gets_the_injected_mask(llada_dir):
     assert load_denoiser(llada_dir, dtype="bfloat16").padding_mask == "injected"
+
+
+def test_restricted_attention_composes_with_the_injected_padding_mask(llada):
+    """The general mask and the padding mask both hold at once: the second half of a right-padded row attends to
+    its own real keys only, as if it stood alone."""
+    ids = torch.tensor([prompts_of(llada)[7][:20] + [llada.pad_id] * 6])
+    padding = torch.ones_like(ids)
+    padding[:, 20:] = 0
+    allowed = torch.zeros(1, 1, 26, 26, dtype=torch.bool)
+    allowed[..., :12, :12] = True
+    allowed[..., 12:, 12:] = True  # includes the padded keys 20..25, which the padding mask must remove
+    with torch.no_grad():
+        with llada.restricted_attention(allowed):
+            split = llada.logits(ids, attention_mask=padding)
+        second = llada.logits(ids[:, 12:20])
+    torch.testing.assert_close(split[:, 12:20], second, rtol=1e-4, atol=1e-4)
