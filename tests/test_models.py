@@ -38,6 +38,9 @@ from boe_eval.samplers import build_sampler
 
 ALL = ["tiny_bert", "modernbert", "llada", "dream", "mdlm"]
 HONOUR_PADDING = {"tiny_bert": True, "modernbert": True, "llada": False, "dream": True, "mdlm": False}
+#: how padding is kept out of attention after the load-time probe: LLaDA's and MDLM's code drop the mask, the
+#: injected one holds (tests/test_mask_injection.py)
+PADDING_MASK = {"tiny_bert": "model", "modernbert": "model", "llada": "injected", "dream": "model", "mdlm": "injected"}
 
 
 def random_ids(denoiser, shape, seed=0):
@@ -222,22 +225,29 @@ def test_padding_probe_matches_what_the_model_does(request, name):
     den = request.getfixturevalue(name)
     ids = random_ids(den, (1, 10), seed=3)
     junk = torch.randint(4, 100, (1, 6), generator=torch.Generator().manual_seed(4))
-    with torch.no_grad():
-        alone = den.logits(ids, attention_mask=torch.ones_like(ids), timestep=timestep_for(den, 1))
-    change = float((padded_logits(den, ids, junk) - alone).abs().max() / alone.std())
-    assert den.honours_padding_mask is HONOUR_PADDING[name]
-    assert honours_padding_mask(den) is HONOUR_PADDING[name]
+    injected = den.inject_padding_mask
+    assert den.padding_mask == PADDING_MASK[name] and den.honours_padding_mask
+    den.inject_padding_mask = False  # the model's own code
+    try:
+        with torch.no_grad():
+            alone = den.logits(ids, attention_mask=torch.ones_like(ids), timestep=timestep_for(den, 1))
+        change = float((padded_logits(den, ids, junk) - alone).abs().max() / alone.std())
+        assert honours_padding_mask(den) is HONOUR_PADDING[name]
+    finally:
+        den.inject_padding_mask = injected
     if HONOUR_PADDING[name]:
         assert change < 1e-5
     else:  # the probe's verdict is a fact about the model: right-padded junk moves the real logits
         assert change > 1e-2
+        injected_change = float((padded_logits(den, ids, junk) - alone).abs().max() / alone.std())
+        assert injected_change < 1e-5  # ... unless the mask is injected
 
 
 @pytest.mark.parametrize("name", ["modernbert", "llada", "dream", "mdlm"])
 def test_padding_probe_verdict_holds_in_bfloat16(request, name):
     den = load_denoiser(request.getfixturevalue(f"{name}_dir"), dtype="bfloat16")
     assert den.dtype == torch.bfloat16
-    assert den.honours_padding_mask is HONOUR_PADDING[name]
+    assert den.padding_mask == PADDING_MASK[name]
 
 
 def test_dream_left_padding_gives_the_logits_of_the_row_alone(dream):
@@ -291,14 +301,18 @@ def test_batch_size_does_not_change_the_tokens(request, name):
 
 def test_models_that_ignore_padding_refuse_mixed_lengths_and_would_depend_on_the_batch(llada):
     prompts = [llada.tokenizer(p, add_special_tokens=False).input_ids for p in PROMPTS[:3]]
-    with pytest.raises(ValueError, match="equal length"):
-        generate(llada, prompts, build_sampler("confidence"), DecodeConfig(gen_length=8, steps=8))
-    # the premise of equal-length grouping: padded junk changes LLaDA's predictions for a real prompt
-    ids = torch.tensor([prompts[1] + [llada.mask_id] * 8])
-    junk = torch.randint(4, 100, (1, 8), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        alone = llada.logits(ids)
-    assert not torch.allclose(padded_logits(llada, ids, junk), alone, atol=1e-4)
+    llada.inject_padding_mask, llada.honours_padding_mask = False, False  # as without mask injection
+    try:
+        with pytest.raises(ValueError, match="equal length"):
+            generate(llada, prompts, build_sampler("confidence"), DecodeConfig(gen_length=8, steps=8))
+        # the premise of equal-length grouping: padded junk changes LLaDA's predictions for a real prompt
+        ids = torch.tensor([prompts[1] + [llada.mask_id] * 8])
+        junk = torch.randint(4, 100, (1, 8), generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            alone = llada.logits(ids)
+        assert not torch.allclose(padded_logits(llada, ids, junk), alone, atol=1e-4)
+    finally:
+        llada.inject_padding_mask, llada.honours_padding_mask = True, True
 
 
 # ----------------------------------------------------------------------------- bad directories

@@ -1,6 +1,12 @@
 """The canvas: each row is [prompt, MASK x gen_length], right-padded to the batch width with a real
 attention mask (docs/design.md "Decoding loop"), so a row decodes to the same tokens whatever else
-shares its batch."""
+shares its batch.
+
+With a width multiple m > 0 every row's own canvas width is canonical: prompt + gen_length rounded up to a
+multiple of m (at most the model's position table), and the loop batches only rows of equal canonical width
+(`generate_batched`). A row then has the same shapes alone and in any batch. Low-precision models need this
+(issue 19): on CPU, a bf16 row computed at the same width is bit-identical alone and in a batch, while a wider
+canvas moves its logits by a bf16 rounding step and flips near-ties."""
 
 from __future__ import annotations
 
@@ -66,10 +72,21 @@ def check_prompts(denoiser: Denoiser, prompts: Sequence[Sequence[int]], gen_leng
         )
 
 
-def build_canvas(denoiser: Denoiser, prompts: Sequence[Sequence[int]], gen_length: int) -> Canvas:
+def canonical_width(prompt_length: int, gen_length: int, multiple: int, max_length: int | None = None) -> int:
+    """The canvas width of one row: prompt + gen_length, rounded up to `multiple` (0: not rounded), capped at
+    `max_length` (the model's position table) but never below prompt + gen_length."""
+    width = prompt_length + gen_length
+    if multiple > 0:
+        rounded = -(-width // multiple) * multiple
+        width = max(width, min(rounded, max_length)) if max_length else rounded
+    return width
+
+
+def build_canvas(denoiser: Denoiser, prompts: Sequence[Sequence[int]], gen_length: int, multiple: int = 0) -> Canvas:
+    """The batch's canvas: rows right-padded to the widest row's canonical width (see the module docstring)."""
     device = denoiser.device
     lengths = torch.tensor([len(p) for p in prompts], dtype=torch.long)
-    width = int(lengths.max()) + gen_length
+    width = canonical_width(int(lengths.max()), gen_length, multiple, denoiser.max_length)
     batch = len(prompts)
     x = torch.full((batch, width), denoiser.pad_id, dtype=torch.long)
     attention_mask = torch.zeros((batch, width), dtype=torch.long)
@@ -90,4 +107,4 @@ def build_canvas(denoiser: Denoiser, prompts: Sequence[Sequence[int]], gen_lengt
     )
 
 
-__all__ = ["Canvas", "build_canvas", "check_prompts"]
+__all__ = ["Canvas", "build_canvas", "canonical_width", "check_prompts"]

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from boe_eval.decoding.canvas import Canvas, build_canvas, check_prompts
+from boe_eval.decoding.canvas import Canvas, build_canvas, canonical_width, check_prompts
 from boe_eval.decoding.diagnostics import DecisionDiagnostics
 from boe_eval.decoding.meter import Meter, MeteredDenoiser, StepWindow
 from boe_eval.decoding.prediction import current_timestep, prepare_prediction
@@ -45,11 +45,31 @@ class DecodeConfig:
     #: step window (docs/design.md "Step window"): steps see the canvas columns from the shortest prompt's end
     #: on, and the model's output head runs there only; False = the whole canvas (same tokens, more memory)
     logits_window: bool = True
+    #: canonical canvas widths (`decoding.canvas`): each row's width rounded up to this multiple, batches of equal
+    #: width only, so a row has the same shapes alone and in a batch. None = LOW_PRECISION_MULTIPLE for 16-bit
+    #: float models (where a wider canvas moves logits by a rounding step), 0 (off) otherwise.
+    canvas_multiple: int | None = None
 
     def validate(self) -> tuple[int, int, int]:
         if self.temperature is None or self.temperature < 0:
             raise ConfigError(f"temperature={self.temperature!r} is invalid: it must be >= 0 (0 = greedy)")
         return validate_layout(self.gen_length, self.block_length, self.steps)
+
+
+#: the canvas multiple of bf16/fp16 models: at most 31 padded columns per row, few distinct widths per task
+LOW_PRECISION_MULTIPLE = 32
+
+
+def canvas_multiple(denoiser: Denoiser, config: DecodeConfig) -> int:
+    """The canvas width multiple in force (see `DecodeConfig.canvas_multiple`); 0 for a model that ignores the
+    padding mask, which must never see padding."""
+    if not denoiser.honours_padding_mask:
+        return 0
+    if config.canvas_multiple is not None:
+        if config.canvas_multiple < 0:
+            raise ConfigError(f"canvas_multiple={config.canvas_multiple!r} is invalid: it must be >= 0 (0 = off)")
+        return int(config.canvas_multiple)
+    return LOW_PRECISION_MULTIPLE if denoiser.dtype in (torch.bfloat16, torch.float16) else 0
 
 
 @dataclass
@@ -137,7 +157,7 @@ def generate(
 def _start(denoiser, prompts, sampler, config, seeds, num_blocks, steps_per_block) -> _Run:
     batch, device = len(prompts), denoiser.device
     seeds = list(seeds) if seeds is not None else list(range(batch))
-    canvas = build_canvas(denoiser, prompts, config.gen_length)
+    canvas = build_canvas(denoiser, prompts, config.gen_length, canvas_multiple(denoiser, config))
     meter = Meter(batch, backward_cost=config.backward_cost)
     offset = int(canvas.gen_start.min()) if config.logits_window else 0
     window = StepWindow(canvas.x[:, :offset].clone(), canvas.attention_mask[:, :offset].clone(), canvas.x.shape[1])
@@ -274,22 +294,12 @@ def generate_batched(
     desc: str = "decoding",
 ) -> list[SequenceResult]:
     """Decode many prompts in batches, results in input order. Models that ignore the padding
-    mask get batches of equal-length prompts only (results never depend on batch composition)."""
+    mask (even injected, `models.padding_probe`) get batches of equal-length prompts only, and with a canvas
+    multiple (16-bit models by default) batches hold rows of one canonical width only, so that results never
+    depend on batch composition."""
     if batch_size <= 0:
         raise ConfigError(f"batch_size={batch_size!r} is invalid: it must be a positive integer")
-    order = list(range(len(prompts)))
-    if not denoiser.honours_padding_mask:
-        order.sort(key=lambda i: (len(prompts[i]), i))
-    batches: list[list[int]] = []
-    for i in order:
-        if (
-            batches
-            and len(batches[-1]) < batch_size
-            and (denoiser.honours_padding_mask or len(prompts[batches[-1][0]]) == len(prompts[i]))
-        ):
-            batches[-1].append(i)
-        else:
-            batches.append([i])
+    batches = batch_groups(denoiser, prompts, config, batch_size)
     results: list[SequenceResult | None] = [None] * len(prompts)
     bar = tqdm(total=len(prompts), desc=desc, disable=not progress, leave=False)
     for idx in batches:
@@ -301,4 +311,26 @@ def generate_batched(
     return results  # type: ignore[return-value]
 
 
-__all__ = ["DecodeConfig", "SequenceResult", "cut_at_stop", "generate", "generate_batched", "generation_text"]
+def batch_groups(denoiser: Denoiser, prompts: Sequence[Sequence[int]], config: DecodeConfig,
+                 batch_size: int) -> list[list[int]]:
+    """Indices of the prompts in each batch: consecutive prompts of one group key (the prompt length for models
+    that ignore the padding mask, the canonical canvas width with a canvas multiple, else none), sorted by key."""
+    multiple = canvas_multiple(denoiser, config)
+    max_length = getattr(denoiser, "max_length", None)
+
+    def key(i: int) -> int:
+        if not denoiser.honours_padding_mask:
+            return len(prompts[i])
+        return canonical_width(len(prompts[i]), config.gen_length, multiple, max_length) if multiple else 0
+
+    batches: list[list[int]] = []
+    for i in sorted(range(len(prompts)), key=lambda i: (key(i), i)):
+        if batches and len(batches[-1]) < batch_size and key(batches[-1][0]) == key(i):
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+__all__ = ["DecodeConfig", "SequenceResult", "batch_groups", "canvas_multiple", "cut_at_stop", "generate",
+           "generate_batched", "generation_text"]

@@ -99,11 +99,12 @@ def propose_tokens(logits: Tensor, eligible: Tensor, temperature: float, generat
 
 def unusable_slots(logits: Tensor, eligible: Tensor) -> Tensor:
     """Eligible slots [b, L] whose prediction cannot give probabilities: a NaN or +inf logit, or no
-    finite logit at all (bf16/fp16 overflow). -inf alone is legal (forbidden ids). Only the eligible slots
-    are normalised (a block's worth of rows, not the whole canvas times the vocabulary)."""
+    finite logit at all (bf16/fp16 overflow). -inf alone is legal (forbidden ids). Exactly the slots whose
+    logsumexp is not finite, found with one max per slot (max propagates NaN; a finite max m bounds the
+    logsumexp to [m, m + log V]), without the exp and log over the vocabulary; eligible slots only."""
     unusable = torch.zeros_like(eligible)
     if bool(eligible.any()):
-        unusable[eligible] = ~torch.isfinite(torch.logsumexp(logits[eligible], dim=-1))
+        unusable[eligible] = ~torch.isfinite(logits[eligible].amax(dim=-1))
     return unusable
 
 

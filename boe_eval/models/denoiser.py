@@ -29,6 +29,8 @@ class Denoiser:
 
     #: registry name of the architecture family (recorded in result rows)
     family: str = "masked_lm"
+    #: see __init__ (a class default too, for subclasses that build themselves differently)
+    inject_padding_mask: bool = False
 
     def __init__(
         self,
@@ -52,6 +54,9 @@ class Denoiser:
         #: False for models whose forward ignores `attention_mask` (LLaDA's remote code); the loop
         #: then batches only prompts of equal length so results never depend on batch composition.
         self.honours_padding_mask = honours_padding_mask
+        #: True when the padding mask is injected into the attention kernel because the model's own code drops
+        #: it (`boe_eval.models.mask_injection`); set by the load-time probe (`padding_probe.settle_padding_mask`)
+        self.inject_padding_mask = False
         #: True for MDLM-style denoisers that take the diffusion time as input.
         self.time_conditioned = time_conditioned
         self.name = name or getattr(model.config, "_name_or_path", "") or type(model).__name__
@@ -126,9 +131,10 @@ class Denoiser:
         length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
         if not 0 <= logits_from < length:
             raise ValueError(f"logits_from={logits_from} must lie in [0, {length})")
-        if logits_from == 0:
-            return self._forward(input_ids, inputs_embeds, attention_mask, timestep)
-        return self._window_forward(input_ids, inputs_embeds, attention_mask, timestep, logits_from)
+        with self._padding_injection(attention_mask):
+            if logits_from == 0:
+                return self._forward(input_ids, inputs_embeds, attention_mask, timestep)
+            return self._window_forward(input_ids, inputs_embeds, attention_mask, timestep, logits_from)
 
     def _window_forward(
         self,
@@ -184,6 +190,47 @@ class Denoiser:
         finally:
             handle.remove()
 
+    def _padding_injection(self, attention_mask: Tensor | None):
+        """The injected key-padding mask for this forward when the model's own code drops it, else nothing."""
+        if not self.inject_padding_mask or attention_mask is None or bool(attention_mask.all()):
+            return contextlib.nullcontext()
+        from boe_eval.models.mask_injection import injected_attention_mask
+
+        return injected_attention_mask(attention_mask.bool())
+
+    @contextlib.contextmanager
+    def restricted_attention(self, allowed: Tensor) -> Iterator:
+        """Inside the context, the model's attention is restricted to `allowed`: [B, K] key padding or a general
+        boolean [B, 1, Q, K] mask (query q of sequence b attends to key k iff allowed[b, 0, q, k]), combined with
+        the padding mask. Raises RuntimeError when a forward ran inside but no attention call took the mask (the
+        model does not compute attention with `F.scaled_dot_product_attention`). See `models/mask_injection.py`."""
+        from boe_eval.models.mask_injection import injected_attention_mask
+
+        forwards = [0]
+
+        def count(_module, _args):
+            forwards[0] += 1
+
+        handle = self.model.register_forward_pre_hook(count)
+        try:
+            with injected_attention_mask(allowed) as record:
+                yield record
+        finally:
+            handle.remove()
+        if forwards[0] and not record.calls:
+            raise RuntimeError(
+                f"{self.name}: restricted_attention intercepted no attention call in {forwards[0]} forward(s): the "
+                "model does not compute attention with torch.nn.functional.scaled_dot_product_attention"
+            )
+
+    @property
+    def padding_mask(self) -> str:
+        """How padding is kept out of attention: "model" (its own code), "injected" (mask injection) or
+        "ignored" (neither: such a model is batched with equal-length prompts only). Recorded in result rows."""
+        if self.inject_padding_mask:
+            return "injected"
+        return "model" if self.honours_padding_mask else "ignored"
+
     def _forward(
         self,
         input_ids: Tensor | None,
@@ -238,4 +285,5 @@ class Denoiser:
             "device": str(self.device),
             "vocab_size": self.vocab_size,
             "mask_id": self.mask_id,
+            "padding_mask": self.padding_mask,
         }

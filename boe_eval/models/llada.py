@@ -4,8 +4,9 @@ The hub remote code (`modeling_llada.py`, loaded with `AutoModel` + `trust_remot
 `LLaDAModelLM`, whose `forward(input_ids, inputs_embeds, attention_mask, ...)` hands `inputs_embeds` on as
 `LLaDAModel.forward(..., input_embeddings=...)`. Its logits are aligned with the input (no shift). The hub
 code as measured (transformers 4.57) builds an attention bias from `attention_mask` but never applies it, so
-padded positions are attended to: the load-time probe (boe_eval.models.padding_probe) then reports False and
-the loop batches only prompts of equal length. Token ids (docs/references.md §1): mask 126336, EOS/pad
+padded positions are attended to: the load-time probe (boe_eval.models.padding_probe) reports False, switches on
+mask injection (boe_eval.models.mask_injection: the key-padding mask handed to its SDPA calls) and keeps it if
+the probe then passes, so prompts of any length share a batch; else the loop batches only equal lengths. Token ids (docs/references.md §1): mask 126336, EOS/pad
 `<|endoftext|>` 126081, end of turn `<|eot_id|>` 126348.
 """
 

@@ -183,10 +183,10 @@ def load_denoiser(path: str | Path, dtype: str | torch.dtype = "float32", device
     """Load the denoiser stored in the local directory `path`. Its output must pass the load-time sanity check
     (boe_eval.models.sanity: finite logits that do not change under a no-op) or a one-line ConfigError is
     raised; `honours_padding_mask` is measured by a probe (boe_eval.models.padding_probe), whatever the
-    architecture claims."""
+    architecture claims, and a model that fails it gets the mask injected where the probe shows that holds."""
     from safetensors import SafetensorError
 
-    from boe_eval.models.padding_probe import honours_padding_mask
+    from boe_eval.models.padding_probe import settle_padding_mask
     from boe_eval.models.sanity import check_denoiser
 
     path = resolve_model_path(path)
@@ -202,5 +202,5 @@ def load_denoiser(path: str | Path, dtype: str | torch.dtype = "float32", device
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"could not load the model in {str(path)!r}: {first}") from err
     check_denoiser(denoiser)
-    denoiser.honours_padding_mask = honours_padding_mask(denoiser)
+    settle_padding_mask(denoiser)
     return denoiser
