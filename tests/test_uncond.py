@@ -18,6 +18,8 @@ from boe_eval.metrics.uncond import ARScorer, generative_perplexity, mauve_score
 from boe_eval.tiny.grammar import WordHMM, build_word_tokenizer, documents, vocabulary
 from boe_eval.tiny.grammar_models import build_gpt2
 
+REFERENCE = Path(__file__).resolve().parents[1] / "tasks" / "uncond_grammar" / "data" / "reference.jsonl"
+
 
 @pytest.fixture(scope="module")
 def random_gpt2_dir(tmp_path_factory):
@@ -148,7 +150,7 @@ def test_trained_text_mdm_beats_a_random_one():
     random_mdm = Denoiser(random_model, trained.tokenizer, mask_id=trained.mask_id,
                           forbidden_ids=trained.forbidden_ids, time_conditioned=True, name="random")
     n = 60
-    references = read_reference(Path(__file__).resolve().parents[1] / "tasks" / "uncond_grammar" / "data" / "reference.jsonl")[:n]
+    references = read_reference(REFERENCE)[:n]
     scorer = ARScorer.load(BUILTIN_DIR / "tiny_grammar" / "ar_scorer")
     featurizer = Featurizer.load(BUILTIN_DIR / "tiny_grammar" / "ar_scorer")
     hmm = WordHMM()
@@ -161,3 +163,48 @@ def test_trained_text_mdm_beats_a_random_one():
                         mauve_score(featurizer.features(texts), reference_features))
     (oracle_t, ppl_t, mauve_t), (oracle_r, ppl_r, mauve_r) = scores["trained"], scores["random"]
     assert oracle_t < oracle_r / 2 and ppl_t < ppl_r / 2 and mauve_t > mauve_r
+
+
+@pytest.mark.parametrize("sweep_name, extra, steps", [
+    ("table4_uncond_grammar", [], {"mdlm": [16, 32, 64], "fb": [16, 32, 64], "remdm": [16, 32, 64], "boe": [8, 16, 32]}),
+    ("paper_table4", ["model.path=builtin:tiny_grammar", "model.device=cpu"],
+     {"mdlm": [128, 256, 512], "fb": [128, 256, 512], "remdm": [128, 256, 512], "boe": [64, 128, 256]}),
+])
+def test_table4_sweeps_plan_the_rows_at_matched_nfe(tmp_path, monkeypatch, sweep_name, extra, steps):
+    """Both Table 4 sweeps plan MDLM, FB, DFM, ReMDM and BoE: the schedule samplers at steps = NFE budget, BoE at
+    half (a forward and a backward per step), DFM over its grid of the reference's S, placed at measured NFE.
+    (owt_uncond reads its reference corpus from the environment: the grammar's stands in.)"""
+    monkeypatch.setenv("BOE_UNCOND_REFERENCE", str(REFERENCE))
+    from hydra import compose, initialize_config_dir
+
+    from boe_eval.harness.cli import CONFIG_DIR
+    from boe_eval.harness.sweep import plan_sweep
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"sweep={sweep_name}", f"output_dir={tmp_path}", *extra])
+    cells = plan_sweep(cfg)
+    planned: dict[str, list[int]] = {}
+    for cell in cells:
+        planned.setdefault(cell.entry.label, []).append(cell.spec.steps)
+    dfm = [c for c in cells if c.entry.label == "dfm"]
+    assert {k: v for k, v in planned.items() if k != "dfm"} == steps
+    assert len(dfm) == 3 and all(c.spec.sampler_params.get("planned_steps") for c in dfm)
+    assert all(c.spec.temperature == 1.0 for c in cells)
+    assert cells[0].spec.sampler_params["eta"] == 0.0 and cells[0].spec.sampler == "remdm_cap"
+
+
+def test_owt_uncond_names_the_missing_path(monkeypatch):
+    """owt_uncond without its local paths: one line naming the variable to set."""
+    from boe_eval.errors import ConfigError
+    from boe_eval.metrics.uncond_task import UncondTask
+
+    for variable in ("BOE_UNCOND_REFERENCE", "BOE_UNCOND_SCORER", "BOE_UNCOND_FEATURIZER"):
+        monkeypatch.delenv(variable, raising=False)
+    task = UncondTask(None, None)
+    with pytest.raises(ConfigError, match="export BOE_UNCOND_REFERENCE="):
+        task.load()
+    with pytest.raises(ConfigError, match="export BOE_UNCOND_SCORER="):
+        task.scorer
+    monkeypatch.setenv("BOE_UNCOND_REFERENCE", "/nonexistent/owt.jsonl")
+    with pytest.raises(ConfigError, match="is not a file"):
+        task.load()
