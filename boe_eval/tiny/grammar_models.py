@@ -39,9 +39,11 @@ def training_stream(seed: int, exclude: set[str]) -> Iterator[tuple[str, str]]:
         batch += 1
 
 
-def train_mdm(out: Path, steps: int | None = None, threads: int = 1, reference: list[str] | None = None) -> dict:
-    """Train the grammar MDM into `out` (best validation loss kept); `reference` documents are held out."""
-    config = replace(MDM_CONFIG, threads=threads, steps=steps or MDM_CONFIG.steps)
+def train_mdm(out: Path, steps: int | None = None, threads: int = 1, reference: list[str] | None = None,
+              schedule_steps: int | None = None) -> dict:
+    """Train the grammar MDM into `out` (best validation loss kept); `reference` documents are held out.
+    `schedule_steps` > `steps` trains exactly the first `steps` steps of that longer cosine schedule."""
+    config = replace(MDM_CONFIG, threads=threads, steps=steps or MDM_CONFIG.steps, schedule_steps=schedule_steps)
     validation = documents(256, DOC_WORDS, VALIDATION_SEED)
     exclude = set(reference or []) | set(validation)
     return train(training_stream(TRAIN_SEED, exclude), [("", d) for d in validation], config, out,
