@@ -122,6 +122,22 @@ def test_uncond_grammar_through_lm_eval_reports_mauve_genppl_entropy(random_gpt2
     examples = rows[:-1]
     assert summary["metric.entropy"] == pytest.approx(np.mean([r["metric.entropy"] for r in examples]))
     assert summary["metric.oracle_gen_ppl"] == pytest.approx(math.exp(np.mean([r["metric.oracle_nll"] for r in examples])))
+    from boe_eval.analysis.tables import format_summary_table
+
+    printed = format_summary_table([summary])
+    assert all(title in printed for title in ("MAUVE", "GenPPL", "entropy", "oracle GenPPL"))
+
+
+def test_committed_table4_is_rebuilt_from_its_rows():
+    """results/table4_uncond_grammar/table4.md is what the Table 4 layout makes of the committed rows."""
+    from boe_eval.analysis.load import load_rows
+    from boe_eval.analysis.uncond_table import uncond_table
+
+    folder = Path(__file__).resolve().parents[1] / "results" / "table4_uncond_grammar"
+    table = uncond_table(load_rows(folder))
+    assert table + "\n" == (folder / "table4.md").read_text()
+    assert [line.split("|")[1].strip() for line in table.splitlines()[2:]] == (
+        ["mdlm"] * 3 + ["fb"] * 3 + ["dfm"] * 3 + ["remdm"] * 3 + ["boe"] * 3)
 
 
 def _decode_texts(denoiser, sampler_name, n, steps=16):
