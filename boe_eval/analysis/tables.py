@@ -32,6 +32,11 @@ def summary_frame(summaries: Sequence[dict]) -> pd.DataFrame:
     return df
 
 
+#: corpus-level metrics of the unconditional-generation tasks, shown when a run reports them
+CORPUS_COLUMNS = {"metric.mauve": "MAUVE", "metric.gen_ppl": "GenPPL", "metric.entropy": "entropy",
+                  "metric.oracle_gen_ppl": "oracle GenPPL"}
+
+
 def format_summary_table(summaries: Sequence[dict]) -> str:
     """Markdown table: score (%) [95% CI], NFE, forwards, backwards, forward-equivalents, wall time."""
     df = summary_frame(summaries)
@@ -52,6 +57,9 @@ def format_summary_table(summaries: Sequence[dict]) -> str:
                                 else pd.Series([None] * len(df))).map(_pct),
         }
     )
+    for column, title in CORPUS_COLUMNS.items():  # unconditional generation (docs/protocols.md)
+        if column in df and df[column].notna().any():
+            table[title] = df[column].map(lambda v: _num(v, 3))
     if "remasked" in df and (df["remasked"].fillna(0) > 0).any():
         table["remasked"] = df["remasked"].map(lambda v: _num(v, 0))
     lines = [table.to_markdown(index=False)]

@@ -97,8 +97,9 @@ def check_sampler_fits_model(sampler: Sampler, model_path: str) -> None:
             )
     if not sampler.needs_time_conditioning:
         return
-    model_type = str(read_config(model_path).get("model_type", "")).lower()
-    if model_type not in TIME_CONDITIONED_MODEL_TYPES:
+    config = read_config(model_path)
+    model_type = str(config.get("model_type", "")).lower()
+    if model_type not in TIME_CONDITIONED_MODEL_TYPES and not config.get("boe_mdlm_style"):
         raise ConfigError(
             f"sampler={sampler.name} needs a time-conditioned (MDLM-style) denoiser and model.path={model_path} is "
             f"a {model_type or 'masked LM'!r} model, which is not: use sampler=remdm_llada (ReMDM for LLaDA-style "
@@ -239,8 +240,24 @@ def evaluate_cell(
                 }
             )
     rows.sort(key=lambda r: (r["lm_eval_subtask"], r["doc_id"]))
-    rows.append(summarize(rows, common, metric_names, elapsed))
+    summary = summarize(rows, common, metric_names, elapsed)
+    for name, value in corpus_metrics(out.get("results", {}), metric_names).items():
+        if summary.get(f"metric.{name}") is None:  # a corpus-level metric (MAUVE, GenPPL): lm-eval's aggregate
+            summary[f"metric.{name}"] = value
+    rows.append(summary)
     return rows
+
+
+def corpus_metrics(results: dict, metric_names: list[str]) -> dict[str, float]:
+    """lm-eval's aggregated value of each metric (`<name>,none`), for metrics whose per-example values are not
+    numbers but inputs of a corpus-level aggregation (docs/protocols.md "Unconditional generation")."""
+    out: dict[str, float] = {}
+    for task_results in results.values():
+        for name in metric_names:
+            value = _metric_value(task_results.get(f"{name},none"))
+            if value is not None:
+                out.setdefault(name, value)
+    return out
 
 
 def summarize(rows: list[dict], common: dict, metric_names: list[str], elapsed: float) -> dict:
@@ -280,4 +297,4 @@ def summarize(rows: list[dict], common: dict, metric_names: list[str], elapsed: 
     return summary
 
 
-__all__ = ["CellSpec", "evaluate_cell", "summarize", "write_samples"]
+__all__ = ["CellSpec", "corpus_metrics", "evaluate_cell", "summarize", "write_samples"]

@@ -123,7 +123,10 @@ def load_masked_lm(path: str | Path, dtype: torch.dtype = torch.float32, device:
         raise ConfigError(f"model at {str(path)!r} has a tokenizer without a mask token: not a masked LM")
     model = AutoModelForMaskedLM.from_pretrained(str(path), dtype=dtype).to(device)
     forbidden = [i for i in (tokenizer.pad_token_id, tokenizer.cls_token_id, tokenizer.unk_token_id) if i is not None]
-    return Denoiser(model, tokenizer, mask_id=tokenizer.mask_token_id, forbidden_ids=forbidden, name=str(path))
+    # an MDLM-style MDM that, like mdlm-owt (time_conditioning: false), ignores the diffusion time it is given
+    mdlm_style = bool(getattr(model.config, "boe_mdlm_style", False))
+    return Denoiser(model, tokenizer, mask_id=tokenizer.mask_token_id, forbidden_ids=forbidden, name=str(path),
+                    time_conditioned=mdlm_style)
 
 
 def load_remote_code_model(

@@ -158,21 +158,30 @@ class RemdmLladaSampler(Sampler):
 
 # --------------------------------------------------------------------------------- MDLM sigma-schedules
 @dataclass
-class RemdmScheduleConfig(SamplerConfig):
-    #: eta, the remasking strength
-    eta: float = 0.0
+class MdlmScheduleConfig(SamplerConfig):
+    """What every MDLM-schedule sampler (ReMDM's, FB, DFM) shares."""
+
     #: nucleus (top-p) mass of the token distribution (reference scripts: 0.9)
     nucleus_p: float = 0.9
     #: eps, the last time of the schedule (reference: 1e-5)
     min_time: float = 1e-5
 
     def validate(self) -> None:
-        if not 0 <= self.eta <= 1:
-            raise ConfigError(f"eta={self.eta!r} is invalid: it must be in [0, 1]")
         if not 0 < self.nucleus_p <= 1:
             raise ConfigError(f"nucleus_p={self.nucleus_p!r} is invalid: it must be in (0, 1]")
         if not 0 < self.min_time < 1:
             raise ConfigError(f"min_time={self.min_time!r} is invalid: it must be in (0, 1)")
+
+
+@dataclass
+class RemdmScheduleConfig(MdlmScheduleConfig):
+    #: eta, the remasking strength
+    eta: float = 0.0
+
+    def validate(self) -> None:
+        if not 0 <= self.eta <= 1:
+            raise ConfigError(f"eta={self.eta!r} is invalid: it must be in [0, 1]")
+        super().validate()
 
 
 @dataclass
@@ -240,16 +249,21 @@ class RemdmScheduleSampler(Sampler):
 
     knob = KnobRule(lambda p: StepCost(1), final_call=True, note="steps = budget (+1 argmax call if masks remain)")
 
-    config: RemdmScheduleConfig
+    config: MdlmScheduleConfig
     runs_all_planned_steps = True  # written slots may be remasked at any of the S steps, as in the reference
     needs_time_conditioning = True
 
     def transition(self, t: float, s: float) -> tuple[float, float]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def iterations(self, steps_per_block: int) -> int:
+        """Schedule steps run per block for `steps_per_block` planned steps (the same here; DFM runs more)."""
+        return steps_per_block
+
     def block_budgets(self, n_masked: Tensor, steps_per_block: int) -> Tensor:
         # no fixed count: each step unmasks a random number of slots (possibly none)
-        return torch.zeros((n_masked.shape[0], steps_per_block), dtype=torch.long, device=n_masked.device)
+        width = self.iterations(steps_per_block)
+        return torch.zeros((n_masked.shape[0], width), dtype=torch.long, device=n_masked.device)
 
     def times(self, step: int, steps: int) -> tuple[float, float]:
         dt = (1 - self.config.min_time) / steps
@@ -259,7 +273,7 @@ class RemdmScheduleSampler(Sampler):
     def propose_tokens(self, ctx: StepContext) -> Tensor:
         """Tokens from the nucleus (top-p) distribution of p_x0 at the eligible slots, the canvas elsewhere; the
         final "noise removal" step writes the argmax."""
-        if ctx.block_step >= ctx.steps_per_block:
+        if ctx.block_step >= self.iterations(ctx.steps_per_block):
             return ctx.logits.argmax(-1)
         return sample_eligible_tokens(ctx, lambda p: nucleus_log_probs(p, self.config.nucleus_p), ctx.x)
 
@@ -269,7 +283,7 @@ class RemdmScheduleSampler(Sampler):
                 f"sampler {self.name!r} needs a time-conditioned (MDLM-style) denoiser and "
                 f"{ctx.model.name!r} is not one: use remdm_llada for LLaDA-style models"
             )
-        if ctx.block_step >= ctx.steps_per_block:  # the reference's final argmax "noise removal"
+        if ctx.block_step >= self.iterations(ctx.steps_per_block):  # the reference's final argmax "noise removal"
             return StepDecision(commit=ctx.eligible.clone(), tokens=ctx.proposal)
         t, s = self.times(ctx.block_step, ctx.steps_per_block)
         unmask_probability, remask_probability = self.transition(t, s)

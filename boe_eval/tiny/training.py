@@ -128,12 +128,17 @@ def train(
     config: TrainConfig,
     out: Path,
     gen_length: int | None = None,
+    tokenizer=None,
+    config_fields: dict | None = None,
 ) -> dict:
     """Train a BertForMaskedLM MDM on `stream`; save the best-validation-loss checkpoint (+ tokenizer)
-    to `out`. Answers are padded with EOS to `gen_length` slots (None: fixed-length answers)."""
+    to `out`. Answers are padded with EOS to `gen_length` slots (None: fixed-length answers). `tokenizer`
+    defaults to the character tokenizer; `config_fields` are extra entries of the saved config.json."""
     torch.set_num_threads(config.threads)
-    tokenizer = build_char_tokenizer()
+    tokenizer = build_char_tokenizer() if tokenizer is None else tokenizer
     model = build_model(tokenizer, config)
+    for key, value in (config_fields or {}).items():
+        setattr(model.config, key, value)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     gen = torch.Generator().manual_seed(config.seed)
     val_batch = encode_pairs(tokenizer, validation, gen_length)
