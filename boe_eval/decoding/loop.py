@@ -10,6 +10,7 @@ samplers only through the `Policy` protocol (`decoding.state`) it is handed; it 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 import torch
@@ -44,9 +45,20 @@ class DecodeConfig:
     backward_cost: float = 2.0
 
     def validate(self) -> tuple[int, int, int]:
-        if self.temperature is None or self.temperature < 0:
-            raise ConfigError(f"temperature={self.temperature!r} is invalid: it must be >= 0 (0 = greedy)")
+        check_temperature(self.temperature)
         return validate_layout(self.gen_length, self.block_length, self.steps)
+
+
+def check_temperature(temperature: float) -> None:
+    """The one rule for a sampling temperature (the harness's run spec and lm-eval's model_args use it)."""
+    if temperature is None or not math.isfinite(temperature) or temperature < 0:
+        raise ConfigError(f"temperature={temperature!r} is invalid: it must be >= 0 (0 = greedy)")
+
+
+def check_batch_size(batch_size: int) -> None:
+    """The one rule for a batch size (sequences decoded together)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise ConfigError(f"batch_size={batch_size!r} is invalid: it must be a positive integer")
 
 
 @dataclass
@@ -260,8 +272,7 @@ def generate_batched(
 ) -> list[SequenceResult]:
     """Decode many prompts in batches, results in input order. Models that ignore the padding
     mask get batches of equal-length prompts only (results never depend on batch composition)."""
-    if batch_size <= 0:
-        raise ConfigError(f"batch_size={batch_size!r} is invalid: it must be a positive integer")
+    check_batch_size(batch_size)
     order = list(range(len(prompts)))
     if not denoiser.honours_padding_mask:
         order.sort(key=lambda i: (len(prompts[i]), i))

@@ -25,19 +25,21 @@ Budgets are absolute (`budgets: [48, 96]`) or fractions of the generation length
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from boe_eval.compute_axes import BUDGET_AXES, MEASURED_COLUMN
 from boe_eval.errors import ConfigError
 from boe_eval.samplers.cost import KnobRule, StepCost, VaryingStepCost  # noqa: F401  (re-exported)
+
+if TYPE_CHECKING:
+    from boe_eval.harness.schema import JobSpec
 
 CALIBRATION_FILE = "calibration.json"
 
@@ -133,9 +135,11 @@ def _plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
-def read_sweep(cfg: DictConfig) -> SweepConfig:
-    """Validate the `sweep:` block (one-line ConfigError naming the bad field)."""
-    raw = _plain(cfg.sweep)
+def read_sweep(job: JobSpec | DictConfig) -> SweepConfig:
+    """Validate the job's `sweep:` block (one-line ConfigError naming the bad field). Of the rest of
+    the job it reads `gen_length` (budget fractions) and `seed` (the default seeds), which the job's
+    spec has validated."""
+    raw = _plain(job.sweep)
     if not isinstance(raw, dict):
         raise ConfigError(f"sweep={raw!r} is invalid: it must be a mapping (configs/sweep/<name>.yaml)")
     name = raw.get("name")
@@ -155,10 +159,7 @@ def read_sweep(cfg: DictConfig) -> SweepConfig:
         if isinstance(b, bool) or not isinstance(b, (int, float)) or not b > 0:
             raise ConfigError(f"sweep.{key} contains {b!r}: budgets must be positive numbers")
     if fractions is not None:  # budget = fraction x gen_length (e.g. 0.5: the d1 protocol's T = L/2)
-        gen_length = cfg.get("gen_length")
-        if not isinstance(gen_length, int) or gen_length <= 0:
-            raise ConfigError(f"gen_length={gen_length!r} is invalid: it must be a positive integer")
-        budgets = [f * gen_length for f in fractions]
+        budgets = [f * job.gen_length for f in fractions]
         budgets = [int(b) if float(b).is_integer() else b for b in budgets]
     entries = []
     for item in raw.get("samplers") or []:
@@ -186,7 +187,7 @@ def read_sweep(cfg: DictConfig) -> SweepConfig:
     if duplicate:
         raise ConfigError(f"sweep.samplers has two entries labelled {duplicate!r}: give each variant its own label")
     seeds = raw.get("seeds")
-    seeds = [int(cfg.seed)] if seeds is None else seeds
+    seeds = [job.seed] if seeds is None else seeds
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise ConfigError(f"sweep.seeds={seeds!r} is invalid: give a list of integers (or null for the seed key)")
     only = raw.get("only") or {}
@@ -212,32 +213,17 @@ class SweepCell:
     order: int  #: position of the sampler entry in the sweep (tables list samplers in this order)
 
 
-def _layout(cfg: DictConfig) -> tuple[int, int]:
-    gen_length = cfg.gen_length
-    block_length = cfg.block_length if cfg.block_length is not None else gen_length
-    if not isinstance(gen_length, int) or gen_length <= 0:
-        raise ConfigError(f"gen_length={gen_length!r} is invalid: it must be a positive integer")
-    if not isinstance(block_length, int) or block_length <= 0 or gen_length % block_length:
-        raise ConfigError(f"block_length={block_length!r} is invalid: it must be a positive divisor of gen_length={gen_length}")
-    return gen_length, block_length
-
-
-def _cell_config(cfg: DictConfig, entry: SweepEntry, params: dict, steps: int, seed: int) -> DictConfig:
-    cell = copy.deepcopy(cfg)
-    with open_dict(cell):
-        cell.sampler = {"name": entry.name, "params": params}
-        cell.steps = steps
-        cell.seed = seed
-    return cell
-
-
-def plan_sweep(cfg: DictConfig, seconds_per_forward: float | None = None) -> list[SweepCell]:
-    """Every cell of the sweep (after `sweep.only` selection), validated, without loading a model."""
-    from boe_eval.harness.specs import build_specs
+def plan_sweep(job: JobSpec | DictConfig, seconds_per_forward: float | None = None,
+               sweep: SweepConfig | None = None) -> list[SweepCell]:
+    """Every cell of the job's sweep (after `sweep.only` selection), each a `CellSpec` derived from
+    the job's spec, its inputs checked once, without loading a model."""
+    from boe_eval.harness.specs import as_job, cell_spec, check_inputs
     from boe_eval.samplers.base import build_sampler
 
-    sweep = read_sweep(cfg)
-    gen_length, block_length = _layout(cfg)
+    job = as_job(job)
+    sweep = sweep or read_sweep(job)
+    check_inputs(job)  # model directory, task, data: once for every cell
+    gen_length, _, block_length = job.layout
     backward_cost = 2.0
     cells: list[SweepCell] = []
     for seed in sweep.seeds:
@@ -261,8 +247,9 @@ def plan_sweep(cfg: DictConfig, seconds_per_forward: float | None = None) -> lis
                     points.append((dict(entry.params), budget, a))
             for params, budget, assignment in points:
                 steps = assignment.steps if assignment else gen_length
-                [(spec, sampler)] = build_specs(_cell_config(cfg, entry, params, steps, seed))
-                spec.extra = {"budget_axis": sweep.budget_axis, "budget": budget, "variant": entry.label}
+                spec, sampler = cell_spec(job, entry.name, params, steps=steps, seed=seed, label=entry.label,
+                                          extra={"budget_axis": sweep.budget_axis, "budget": budget,
+                                                 "variant": entry.label})
                 cells.append(SweepCell(spec, sampler, entry, budget, assignment, rule, order))
     if not cells:
         raise ConfigError(f"sweep {sweep.name!r} selects no cell (sweep.only={sweep.only_sampler!r}, {sweep.only_budget!r})")
@@ -333,19 +320,18 @@ def calibrate_seconds_per_forward(denoiser: Any, batch_size: int, width: int, re
     return statistics.median(times)
 
 
-def load_or_calibrate(results_dir: Path, cfg: DictConfig, load: Callable[[], Any]) -> float:
+def load_or_calibrate(results_dir: Path, job: JobSpec, load: Callable[[], Any]) -> float:
     """Seconds per forward-equivalent, measured once per results folder and reused on every rerun (so
     a restarted wall-time sweep derives the same cells)."""
     path = results_dir / CALIBRATION_FILE
-    model_path = str(cfg.model.path)
+    model_path = job.model.path
     if path.is_file():
         saved = json.loads(path.read_text())
         if saved.get("model_path") == model_path:
             return float(saved["seconds_per_forward"])
-    gen_length, _ = _layout(cfg)
-    width = gen_length + int(OmegaConf.select(cfg, "sweep.calibration_prompt_tokens", default=64) or 64)
-    seconds = calibrate_seconds_per_forward(load(), int(cfg.batch_size), width)
-    _write_json_atomic(path, {"model_path": model_path, "seconds_per_forward": seconds, "batch_size": int(cfg.batch_size),
+    width = job.gen_length + int((job.sweep or {}).get("calibration_prompt_tokens") or 64)
+    seconds = calibrate_seconds_per_forward(load(), job.batch_size, width)
+    _write_json_atomic(path, {"model_path": model_path, "seconds_per_forward": seconds, "batch_size": job.batch_size,
                               "canvas_width": width, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     return seconds
 
@@ -360,14 +346,14 @@ def _check_store(results_dir: Path, cells: list[SweepCell]) -> None:
     planned = []
     for cell in cells:
         knob = cell.spec.sampler_params.get(cell.rule.adaptive) if cell.rule.adaptive else cell.spec.steps
-        planned.append(planned_summary(cell.spec, cell_id(cell.spec.identity()), knob_value=knob))
+        planned.append(planned_summary(cell.spec.planned_columns(), cell_id(cell.spec.identity()), knob_value=knob))
     try:
         check_store_accepts(results_dir, planned)
     except PoolingError as err:
         raise ConfigError(f"output_dir={str(results_dir)!r} cannot take this sweep: {err}") from None
 
 
-def run_sweep(cfg: DictConfig) -> Path:
+def run_sweep(job: JobSpec | DictConfig) -> Path:
     """Evaluate every cell not yet complete (model loaded once), then write the report. Under
     `accelerate launch` every rank decodes its share of each cell and rank 0 alone writes rows.
 
@@ -380,36 +366,36 @@ def run_sweep(cfg: DictConfig) -> Path:
     from boe_eval.harness.evaluate import evaluate_cell
     from boe_eval.store import cell_id, check_output_dir, claim_cell, ensure_results_dir, write_cell
     from boe_eval.harness.schema import check_device_available
+    from boe_eval.harness.specs import as_job
     from boe_eval.models.loading import load_denoiser
 
-    threads = cfg.get("threads")
-    if threads:
-        torch.set_num_threads(int(threads))
-    results_dir = check_output_dir(cfg.output_dir)
+    job = as_job(job)
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    results_dir = check_output_dir(job.output_dir)
     dp = data_parallel()
     if dp.is_main:
         ensure_results_dir(results_dir)  # a read-only folder or a file in the way: one line, no model load
-    sweep = read_sweep(cfg)
+    sweep = read_sweep(job)
     denoiser = None
 
     def load():
         nonlocal denoiser
         if denoiser is None:
-            denoiser = load_denoiser(str(cfg.model.path), dtype=str(cfg.model.get("dtype", "float32")),
-                                     device=dp.place(str(cfg.model.get("device", "cpu"))))
+            denoiser = load_denoiser(job.model.path, dtype=job.model.dtype, device=dp.place(job.model.device))
         return denoiser
 
     seconds_per_forward = None
     if sweep.budget_axis == "wall_time":
-        check_device_available(str(cfg.model.get("device", "cpu")))  # (calibration loads the model)
-        plan_sweep(cfg, seconds_per_forward=1.0)  # bad input fails before the model is loaded
-        seconds_per_forward = dp.broadcast_object(load_or_calibrate(results_dir, cfg, load) if dp.is_main else None)
-    cells = plan_sweep(cfg, seconds_per_forward)
-    check_device_available(str(cfg.model.get("device", "cpu")))  # cuda without a GPU: one line, no fallback
+        check_device_available(job.model.device)  # (calibration loads the model)
+        plan_sweep(job, seconds_per_forward=1.0, sweep=sweep)  # bad input fails before the model is loaded
+        seconds_per_forward = dp.broadcast_object(load_or_calibrate(results_dir, job, load) if dp.is_main else None)
+    cells = plan_sweep(job, seconds_per_forward, sweep=sweep)
+    check_device_available(job.model.device)  # cuda without a GPU: one line, no fallback
     if dp.is_main:
         print(f"[boe-eval sweep] output_dir: {results_dir}")
         _check_store(results_dir, cells)
-    progress = bool(cfg.get("progress", True)) and dp.is_main
+    progress = job.progress and dp.is_main
     queue = [(n, cell, False) for n, cell in enumerate(cells, 1)]
     while queue:
         n, cell, waited = queue.pop(0)
@@ -445,10 +431,10 @@ def run_sweep(cfg: DictConfig) -> Path:
         flag = "" if extra["sweep.within_one_step"] in (True, None) else "  (measured compute is off budget!)"
         print(f"[boe-eval sweep] {n}/{len(cells)} {what}: score={summary['score']:.3f} "
               f"nfe={summary['nfe']:.1f}{flag}")
-    if dp.is_main and cfg.get("report", True):
+    if dp.is_main and job.report:
         from boe_eval.analysis.report import write_report
 
-        written = write_report(results_dir, plot=bool(cfg.get("plot", True)))
+        written = write_report(results_dir, plot=job.plot)
         for path in written:
             print(f"[boe-eval sweep] wrote {path}")
     return results_dir
