@@ -4,7 +4,7 @@ loading a model, evaluates each sampler through lm-eval, writes tidy rows, print
     boe-eval                                  # default job: built-in model, greedy samplers compared
     boe-eval sampler=entropy task=countdown   # one sampler
     boe-eval -m sampler=confidence,margin     # Hydra multirun
-    boe-eval sweep=<name>                     # a compute-matched sweep (configs/sweep/, harness/sweep.py)
+    boe-eval sweep=<name>                     # a compute-matched sweep (configs/sweep/, harness/sweep/)
 """
 
 from __future__ import annotations
