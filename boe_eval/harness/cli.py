@@ -47,7 +47,7 @@ def run_job(job: JobSpec | DictConfig) -> Path:
     from boe_eval.harness.distributed import data_parallel
     from boe_eval.harness.evaluate import evaluate_cell
     from boe_eval.analysis.load import PoolingError, check_store_accepts, planned_summary
-    from boe_eval.harness.schema import check_device_available
+    from boe_eval.harness.inputs import check_device_available
     from boe_eval.store import (
         cell_id,
         cell_path,

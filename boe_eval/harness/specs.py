@@ -133,7 +133,7 @@ def as_job(job: JobSpec | DictConfig) -> JobSpec:
 def check_inputs(job: JobSpec) -> None:
     """The checks that read files, once per job, before any model loads: the model directory, the
     model/task pairing of built-in models, the lm-eval task, its data and its primary metric."""
-    from boe_eval.harness.schema import check_model_dir, check_task_data, check_task_yaml
+    from boe_eval.harness.inputs import check_model_dir, check_task_data, check_task_yaml
     from boe_eval.harness.task_index import check_task
 
     model_path, task = job.model.path, job.task

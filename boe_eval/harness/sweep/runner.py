@@ -45,7 +45,7 @@ def run_sweep(job: JobSpec | DictConfig) -> Path:
     from boe_eval.harness.distributed import data_parallel
     from boe_eval.harness.evaluate import evaluate_cell
     from boe_eval.store import cell_id, check_output_dir, claim_cell, ensure_results_dir, write_cell
-    from boe_eval.harness.schema import check_device_available
+    from boe_eval.harness.inputs import check_device_available
     from boe_eval.harness.specs import as_job
     from boe_eval.models.loading import load_denoiser
 
