@@ -14,7 +14,7 @@ from typing import Any
 from boe_eval.decoding.diagnostics import decision_summary
 from boe_eval.errors import ConfigError
 from boe_eval.harness.lm_adapter import BoeLM, attach_compute
-from boe_eval.harness.specs import TIME_CONDITIONED_MODEL_TYPES, CellSpec, check_sampler_fits_model  # noqa: F401
+from boe_eval.harness.specs import CellSpec, check_sampler_fits_model  # noqa: F401  (re-exported)
 from boe_eval.harness.task_index import task_manager_for
 from boe_eval.provenance import runtime_facts
 from boe_eval.store import wilson_interval
