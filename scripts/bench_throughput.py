@@ -562,14 +562,13 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         if "throughput" in args.parts:
             from boe_eval.models import load_denoiser
-            from boe_eval.tiny.evaluate import test_docs
             from boe_eval.tiny.registry import get_tiny_task
 
             rows, models = [], {}
             builtin = load_denoiser("builtin:tiny_addition")
             task = get_tiny_task("tiny_addition")
             prompts = [builtin.tokenizer(task.prompt(d), add_special_tokens=False).input_ids
-                       for d in test_docs(task, max(args.batch_sizes))]
+                       for d in task.test_docs(max(args.batch_sizes))]
             layout = {"gen_length": task.gen_length, "steps": task.steps, "block_length": task.gen_length}
             models["builtin"] = {"model": "builtin:tiny_addition (BERT)", "parameters": parameters(builtin),
                                  "prompt_length": len(prompts[0]), **layout}

@@ -100,7 +100,7 @@ def test_word_problem_answers_follow_the_question():
             assert "bags of" in d["question"] and d["result"] == a * b
         obj = re.search(r"How many (\w+)", d["question"]).group(1)
         assert d["answer"] == f"{d['result']} {obj}."
-        assert len(word_problems.answer(d)) < word_problems.GEN_LENGTH  # room for EOS
+        assert len(word_problems.answer(d)) < word_problems.TASK.gen_length  # room for EOS
 
 
 def test_word_problem_metric_gold_one_corrupted_zero():
@@ -194,8 +194,6 @@ def test_training_script_trains_a_few_steps_and_the_checkpoint_decodes(tmp_path,
     import subprocess
     import sys
 
-    from boe_eval.tiny.evaluate import score_sampler, test_docs
-
     out = tmp_path / "ckpt"
     short = name.removeprefix("tiny_")
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "train_tiny.py"), short, "--steps", "5",
@@ -206,12 +204,22 @@ def test_training_script_trains_a_few_steps_and_the_checkpoint_decodes(tmp_path,
     assert info["step"] == 5 and info["val_loss"] > 0 and info["config"]["steps"] == 5
     assert info["command"].startswith(f"python scripts/train_tiny.py {short}")
     assert [h["step"] for h in info["history"]] == [5]
+    from hydra import compose, initialize_config_dir
+
+    from boe_eval.harness.evaluate import evaluate_cell
+    from boe_eval.harness.specs import build_specs
     from boe_eval.models import load_denoiser
 
-    den = load_denoiser(out)
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):  # through the harness
+        cfg = compose(config_name="config", overrides=["model=tiny_addition", f"model.path={out}", f"task={name}",
+                                                       "sampler=confidence", "limit=4", "batch_size=4"])
+    [(spec, sampler)] = build_specs(cfg)
     task = get_tiny_task(name)
-    result = score_sampler(den, task, test_docs(task, 4), "confidence", batch_size=4)
-    assert result.n == 4 and 0.0 <= result.metrics[task.primary_metric] <= 1.0
+    assert (spec.gen_length, spec.steps) == (task.gen_length, task.steps)
+    rows = evaluate_cell(spec, load_denoiser(out), sampler, progress=False)
+    summary = rows[-1]
+    assert summary["n_examples"] == 4 and 0.0 <= summary["score"] <= 1.0
+    assert summary["primary_metric"] == task.primary_metric
 
 
 def shipped_models() -> list[str]:
@@ -241,3 +249,19 @@ def test_a_longer_schedule_stopped_early_is_the_prefix_of_the_longer_run():
     assert [learning_rate(s, short) for s in range(1, 1001)] == [learning_rate(s, full) for s in range(1, 1001)]
     assert learning_rate(50, full) == pytest.approx(0.5e-3) and learning_rate(2000, full) == pytest.approx(1e-4)
     assert learning_rate(1000, TrainConfig(steps=1000, warmup=100, cosine=True)) == pytest.approx(1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(TINY_TASKS))
+def test_a_built_in_tasks_layout_has_one_source_its_task_config(name):
+    """The decoding layout Python uses for a built-in task (training canvas, benchmarks) is the one
+    `boe-eval task=<name>` composes (configs/task/<name>.yaml); lm-eval's task YAML, which cannot read
+    it, caps generation at the same length."""
+    import yaml
+
+    task = get_tiny_task(name)
+    config = yaml.safe_load((REPO / "configs" / "task" / f"{name}.yaml").read_text())
+    assert (task.gen_length, task.steps, task.layout().block_length) == (
+        config["gen_length"], config["steps"], config.get("block_length") or config["gen_length"])
+    lm_eval_yaml = yaml.safe_load((REPO / "tasks" / name / f"{name}.yaml").read_text().replace("!function", ""))
+    assert lm_eval_yaml["generation_kwargs"]["max_gen_toks"] == task.gen_length
+    assert max(len(task.answer(d)) for d in task.test_docs()) <= task.gen_length  # the answer fits the canvas

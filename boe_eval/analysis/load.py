@@ -10,6 +10,7 @@ both values and both cell files, never a silent mix (e.g. a `limit=20` run writt
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -154,20 +155,14 @@ def check_pooling(cells: pd.DataFrame) -> None:
                 "keep each run in its own output folder")
 
 
-def planned_summary(spec, cid: str, knob_value=None, code: str | None = None) -> dict:
-    """The fields of the summary row a planned cell (a `CellSpec`) will write that `check_pooling`
-    compares, so a run can be checked against a results folder before any model is loaded."""
+def planned_summary(columns: Mapping, cid: str, knob_value=None, code: str | None = None) -> dict:
+    """The summary row a planned cell will write, as far as `check_pooling` compares it: the cell
+    spec's own columns (`CellSpec.columns()`), its id, its knob and the code, so a run can be checked
+    against a results folder before any model is loaded."""
     from boe_eval.provenance import git_commit
 
-    flat = {f"sampler.{k}": (v if isinstance(v, (int, float, str, bool)) or v is None else str(v))
-            for k, v in spec.sampler_params.items()}
-    return {"row_type": "summary", "cell_id": cid, "model": spec.model_name, "model_path": spec.model_path,
-            "task": spec.task, "lm_eval_task": spec.lm_eval_task, "gen_length": spec.gen_length,
-            "block_length": spec.block_length, "steps": spec.steps, "temperature": spec.temperature,
-            "early_stop": spec.early_stop, "seed": spec.seed, "limit": spec.limit, "dtype": spec.dtype,
-            "apply_chat_template": spec.apply_chat_template, "sampler": spec.sampler,
-            "variant": spec.label or spec.sampler, **spec.extra, "sweep.knob_value": knob_value,
-            "git_commit": code if code is not None else git_commit(), **flat}
+    return {"row_type": "summary", "cell_id": cid, **columns, "sweep.knob_value": knob_value,
+            "git_commit": code if code is not None else git_commit()}
 
 
 def check_store_accepts(results_dir: str | Path, planned: list[dict]) -> None:

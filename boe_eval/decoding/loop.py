@@ -10,6 +10,7 @@ samplers only through the `Policy` protocol (`decoding.state`) it is handed; it 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 import torch
@@ -51,8 +52,7 @@ class DecodeConfig:
     canvas_multiple: int | None = None
 
     def validate(self) -> tuple[int, int, int]:
-        if self.temperature is None or self.temperature < 0:
-            raise ConfigError(f"temperature={self.temperature!r} is invalid: it must be >= 0 (0 = greedy)")
+        check_temperature(self.temperature)
         return validate_layout(self.gen_length, self.block_length, self.steps)
 
 
@@ -70,6 +70,18 @@ def canvas_multiple(denoiser: Denoiser, config: DecodeConfig) -> int:
             raise ConfigError(f"canvas_multiple={config.canvas_multiple!r} is invalid: it must be >= 0 (0 = off)")
         return int(config.canvas_multiple)
     return LOW_PRECISION_MULTIPLE if denoiser.dtype in (torch.bfloat16, torch.float16) else 0
+
+
+def check_temperature(temperature: float) -> None:
+    """The one rule for a sampling temperature (the harness's run spec and lm-eval's model_args use it)."""
+    if temperature is None or not math.isfinite(temperature) or temperature < 0:
+        raise ConfigError(f"temperature={temperature!r} is invalid: it must be >= 0 (0 = greedy)")
+
+
+def check_batch_size(batch_size: int) -> None:
+    """The one rule for a batch size (sequences decoded together)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise ConfigError(f"batch_size={batch_size!r} is invalid: it must be a positive integer")
 
 
 @dataclass
@@ -297,8 +309,7 @@ def generate_batched(
     mask (even injected, `models.padding_probe`) get batches of equal-length prompts only, and with a canvas
     multiple (16-bit models by default) batches hold rows of one canonical width only, so that results never
     depend on batch composition."""
-    if batch_size <= 0:
-        raise ConfigError(f"batch_size={batch_size!r} is invalid: it must be a positive integer")
+    check_batch_size(batch_size)
     batches = batch_groups(denoiser, prompts, config, batch_size)
     results: list[SequenceResult | None] = [None] * len(prompts)
     bar = tqdm(total=len(prompts), desc=desc, disable=not progress, leave=False)

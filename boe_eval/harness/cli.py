@@ -4,7 +4,7 @@ loading a model, evaluates each sampler through lm-eval, writes tidy rows, print
     boe-eval                                  # default job: built-in model, greedy samplers compared
     boe-eval sampler=entropy task=countdown   # one sampler
     boe-eval -m sampler=confidence,margin     # Hydra multirun
-    boe-eval sweep=<name>                     # a compute-matched sweep (configs/sweep/, harness/sweep.py)
+    boe-eval sweep=<name>                     # a compute-matched sweep (configs/sweep/, harness/sweep/)
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -22,8 +23,11 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from boe_eval.errors import ConfigError  # noqa: E402  (torch-free: `boe-eval --help` imports no torch)
-from boe_eval.harness.specs import build_specs  # noqa: E402
+from boe_eval.harness.specs import as_job, build_specs  # noqa: E402
 from boe_eval.provenance import REPO_ROOT  # noqa: E402
+
+if TYPE_CHECKING:
+    from boe_eval.harness.schema import JobSpec
 
 CONFIG_DIR = Path(os.environ.get("BOE_EVAL_CONFIGS", REPO_ROOT / "configs"))
 log = logging.getLogger("boe_eval")
@@ -33,8 +37,9 @@ if not OmegaConf.has_resolver("boe_root"):
     OmegaConf.register_new_resolver("boe_root", lambda: str(CONFIG_DIR.resolve().parent))
 
 
-def run_job(cfg: DictConfig) -> Path:
-    """Evaluate every sampler of the job; returns the results directory."""
+def run_job(job: JobSpec | DictConfig) -> Path:
+    """Evaluate every sampler of the job (its typed spec; a composed config is validated first);
+    returns the results directory."""
     import torch
 
     from boe_eval.store import write_text_atomic
@@ -42,7 +47,7 @@ def run_job(cfg: DictConfig) -> Path:
     from boe_eval.harness.distributed import data_parallel
     from boe_eval.harness.evaluate import evaluate_cell
     from boe_eval.analysis.load import PoolingError, check_store_accepts, planned_summary
-    from boe_eval.harness.schema import check_device_available
+    from boe_eval.harness.inputs import check_device_available
     from boe_eval.store import (
         cell_id,
         cell_path,
@@ -55,20 +60,20 @@ def run_job(cfg: DictConfig) -> Path:
     )
     from boe_eval.models.loading import load_denoiser
 
-    threads = cfg.get("threads")
-    if threads:
-        torch.set_num_threads(int(threads))
-    results_dir = check_output_dir(cfg.output_dir)
+    job = as_job(job)
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    results_dir = check_output_dir(job.output_dir)
     # data parallel (`accelerate launch`): every rank decodes its share, rank 0 alone writes rows
     dp = data_parallel()
     if dp.is_main:
         ensure_results_dir(results_dir)  # read-only folder, a file in the way: one line, no model load
-    specs = build_specs(cfg)
+    specs = build_specs(job)
     check_device_available(specs[0][0].device)  # model.device=cuda without a GPU: one line, no fallback
     if dp.is_main:
         print(f"[boe-eval] output_dir: {results_dir}")
         try:
-            check_store_accepts(results_dir, [planned_summary(spec, cell_id(spec.identity())) for spec, _ in specs])
+            check_store_accepts(results_dir, [planned_summary(spec.planned_columns(), cell_id(spec.identity())) for spec, _ in specs])
         except PoolingError as err:
             raise ConfigError(f"output_dir={str(results_dir)!r} cannot take this run: {err}") from None
     denoiser = None
@@ -84,8 +89,8 @@ def run_job(cfg: DictConfig) -> Path:
             try:
                 if denoiser is None:
                     denoiser = load_denoiser(spec.model_path, dtype=spec.dtype, device=dp.place(spec.device))
-                progress = bool(cfg.get("progress", True)) and dp.is_main
-                samples_prefix = results_dir / "samples" / cid if cfg.get("log_samples", False) else None
+                progress = job.progress and dp.is_main
+                samples_prefix = results_dir / "samples" / cid if job.log_samples else None
                 rows = evaluate_cell(spec, denoiser, sampler, progress=progress, samples_prefix=samples_prefix)
                 if dp.is_main:
                     for row in rows:
@@ -104,7 +109,7 @@ def run_job(cfg: DictConfig) -> Path:
           f"gen_length={specs[0][0].gen_length} steps={specs[0][0].steps} block_length={specs[0][0].block_length}")
     print(table)
     write_text_atomic(results_dir / "summary.md", table + "\n")
-    if cfg.get("plot", True) and len(summaries) > 0:
+    if job.plot and len(summaries) > 0:
         from boe_eval.analysis.plots import plot_score_vs_compute
 
         plot_path = plot_score_vs_compute(summaries, results_dir / "score_vs_nfe.png")
@@ -114,12 +119,14 @@ def run_job(cfg: DictConfig) -> Path:
 
 
 def run(cfg: DictConfig) -> Path:
-    """A sweep when `sweep=<name>` is given, else one job."""
-    if OmegaConf.select(cfg, "sweep", default=None) is not None:
+    """A sweep when `sweep=<name>` is given, else one job. The composed config becomes the typed
+    run spec here, once (`schema.validate_job`); everything after takes the spec."""
+    job = as_job(cfg)
+    if job.sweep is not None:
         from boe_eval.harness.sweep import run_sweep
 
-        return run_sweep(cfg)
-    return run_job(cfg)
+        return run_sweep(job)
+    return run_job(job)
 
 
 def fail(message: str) -> None:
@@ -140,22 +147,18 @@ def _hydra_entry(cfg: DictConfig) -> None:
         fail(describe_os_error(err, err.filename or "the output folder"))
 
 
-def check(cfg: DictConfig) -> None:
-    """Validate one composed job without loading a model (a sweep: every one of its cells)."""
+def check(job: JobSpec) -> None:
+    """Check one validated job's inputs without loading a model (a sweep: every one of its cells)."""
     from boe_eval.store import check_output_dir
 
-    try:  # the default (Hydra's run folder) is only known once Hydra runs the job
-        output_dir = OmegaConf.select(cfg, "output_dir", throw_on_resolution_failure=True)
-    except Exception:  # noqa: BLE001  (${hydra:...} outside a Hydra run)
-        output_dir = None
-    else:
-        check_output_dir(output_dir)  # '' or a file in the way: one line before anything runs
-    if OmegaConf.select(cfg, "sweep", default=None) is not None:
+    if job.output_dir is not None:  # (Hydra's run folder, the default, is only known once Hydra runs)
+        check_output_dir(job.output_dir)  # '' or a file in the way: one line before anything runs
+    if job.sweep is not None:
         from boe_eval.harness.sweep import plan_sweep
 
-        plan_sweep(cfg, seconds_per_forward=1.0)  # (a wall-time sweep's real calibration comes later)
+        plan_sweep(job, seconds_per_forward=1.0)  # (a wall-time sweep's real calibration comes later)
     else:
-        build_specs(cfg)
+        build_specs(job)
 
 
 def main() -> None:

@@ -8,13 +8,13 @@ import logging
 import math
 import time
 from unittest import mock
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from boe_eval.decoding.diagnostics import decision_summary
 from boe_eval.errors import ConfigError
 from boe_eval.harness.lm_adapter import BoeLM, attach_compute
+from boe_eval.harness.specs import CellSpec, check_sampler_fits_model  # noqa: F401  (re-exported)
 from boe_eval.harness.task_index import task_manager_for
 from boe_eval.provenance import runtime_facts
 from boe_eval.store import wilson_interval
@@ -22,93 +22,6 @@ from boe_eval.models.denoiser import Denoiser
 from boe_eval.samplers.base import Sampler
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class CellSpec:
-    """Everything that defines one evaluation run."""
-
-    model_name: str
-    model_path: str
-    sampler: str
-    sampler_params: dict[str, Any]
-    task: str
-    lm_eval_task: str
-    primary_metric: str
-    gen_length: int
-    steps: int
-    block_length: int
-    temperature: float = 0.0
-    seed: int = 1234
-    limit: int | None = None
-    batch_size: int = 16
-    early_stop: bool = False
-    record_trajectory: bool = False
-    dtype: str = "float32"
-    device: str = "cpu"
-    include_paths: list[str] = field(default_factory=list)
-    confirm_run_unsafe_code: bool = True
-    #: wrap prompts in the tokenizer's chat template (instruction models; the d1 protocol)
-    apply_chat_template: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)  #: e.g. sweep budget fields, kept in rows
-    #: display name written to rows as `variant` (e.g. the sampler config `boe_no_gating`); not part of
-    #: the identity, so relabelling never reruns a cell. None: the sampler's name
-    label: str | None = None
-
-    def identity(self) -> dict[str, Any]:
-        """The settings that make two cells the same experiment (wall-clock settings excluded)."""
-        return {
-            "model": self.model_path,
-            "sampler": self.sampler,
-            "sampler_params": self.sampler_params,
-            "task": self.lm_eval_task,
-            "gen_length": self.gen_length,
-            "steps": self.steps,
-            "block_length": self.block_length,
-            "temperature": self.temperature,
-            "seed": self.seed,
-            "limit": self.limit,
-            "early_stop": self.early_stop,
-            "dtype": self.dtype,
-            **({"apply_chat_template": True} if self.apply_chat_template else {}),
-            **{f"extra.{k}": v for k, v in self.extra.items()},
-        }
-
-
-#: model types (config.json, lower case) whose denoiser takes the diffusion time: MDLM (boe_eval.models.mdlm) and the
-#: exact oracles, whose conditionals do not depend on it and which accept it (boe_eval.oracles.base)
-TIME_CONDITIONED_MODEL_TYPES = frozenset({"mdlm", "boe_oracle"})
-
-
-def check_sampler_fits_model(sampler: Sampler, model_path: str) -> None:
-    """Before loading: a sampler that needs a time-conditioned denoiser (the ReMDM sigma-schedules
-    remdm_cap, remdm_rescale, remdm_loop) on a model that is not one (LLaDA, Dream, masked LMs) is refused
-    in one line, instead of failing at its first step after the model has loaded."""
-    from boe_eval.models.denoiser import FOUR_D_MASK_MODEL_TYPES
-    from boe_eval.models.loading import read_config
-
-    if getattr(sampler, "needs_4d_mask", False):
-        model_type = str(read_config(model_path).get("model_type", "")).lower()
-        if model_type not in FOUR_D_MASK_MODEL_TYPES:
-            raise ConfigError(
-                f"sampler={sampler.name} needs a denoiser that takes a 4-D attention mask (its shadow-block "
-                f"verification) and model.path={model_path} is a {model_type or 'masked LM'!r} model, which does not: "
-                f"models with one are {', '.join(sorted(FOUR_D_MASK_MODEL_TYPES))} (e.g. model=tiny_addition)"
-            )
-    if not sampler.needs_time_conditioning:
-        return
-    config = read_config(model_path)
-    model_type = str(config.get("model_type", "")).lower()
-    if model_type not in TIME_CONDITIONED_MODEL_TYPES and not config.get("boe_mdlm_style"):
-        raise ConfigError(
-            f"sampler={sampler.name} needs a time-conditioned (MDLM-style) denoiser and model.path={model_path} is "
-            f"a {model_type or 'masked LM'!r} model, which is not: use sampler=remdm_llada (ReMDM for LLaDA-style "
-            "models) or an MDLM checkpoint"
-        )
-
-
-def _flatten_params(params: dict[str, Any]) -> dict[str, Any]:
-    return {f"sampler.{k}": (v if isinstance(v, (int, float, str, bool)) or v is None else str(v)) for k, v in params.items()}
 
 
 def _metric_value(value: Any) -> float | None:
@@ -164,19 +77,7 @@ def evaluate_cell(
 ) -> list[dict]:
     """Run lm-eval for one cell; returns example rows followed by one summary row. With
     `samples_prefix`, lm-eval's logged samples, each with its `compute`, are written there too."""
-    lm = BoeLM(
-        denoiser=denoiser,
-        sampler=sampler,
-        gen_length=spec.gen_length,
-        steps=spec.steps,
-        block_length=spec.block_length,
-        temperature=spec.temperature,
-        batch_size=spec.batch_size,
-        seed=spec.seed,
-        early_stop=spec.early_stop,
-        record_trajectory=spec.record_trajectory,
-        progress=progress,
-    )
+    lm = BoeLM.from_spec(spec, denoiser, sampler, progress=progress)
     start = time.perf_counter()
     # lm-eval's add_env_info runs torch's collect_env (pip, conda, nvidia-smi subprocesses) on every
     # call: seconds to minutes per cell on a busy machine. Our rows record provenance themselves.
@@ -188,26 +89,12 @@ def evaluate_cell(
     attach_compute(out["samples"], lm)
     if samples_prefix is not None:
         write_samples(out["samples"], samples_prefix)
+    columns = spec.columns()  # every setting column comes from the spec, then what was measured
     common = {
-        "model": spec.model_name,
-        "model_path": spec.model_path,
+        "model": columns.pop("model"),
+        "model_path": columns.pop("model_path"),
         **{k: v for k, v in denoiser.describe().items() if k != "model"},
-        "sampler": sampler.name,
-        "variant": spec.label or sampler.name,
-        **_flatten_params(sampler.params()),
-        "task": spec.task,
-        "lm_eval_task": spec.lm_eval_task,
-        "primary_metric": spec.primary_metric,
-        "gen_length": spec.gen_length,
-        "steps": spec.steps,
-        "block_length": spec.block_length,
-        "temperature": spec.temperature,
-        "seed": spec.seed,
-        "limit": spec.limit,
-        "batch_size": spec.batch_size,
-        "early_stop": spec.early_stop,
-        "apply_chat_template": spec.apply_chat_template,
-        **spec.extra,
+        **columns,
         **runtime_facts(),
     }
     rows: list[dict] = []
@@ -297,4 +184,4 @@ def summarize(rows: list[dict], common: dict, metric_names: list[str], elapsed: 
     return summary
 
 
-__all__ = ["CellSpec", "corpus_metrics", "evaluate_cell", "summarize", "write_samples"]
+__all__ = ["CellSpec", "check_sampler_fits_model", "corpus_metrics", "evaluate_cell", "summarize", "write_samples"]

@@ -27,14 +27,15 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
 from boe_eval.decoding.elbo import ELBOConfig, LikelihoodResult, elbo_loglikelihoods
-from boe_eval.decoding.loop import DecodeConfig, SequenceResult, cut_at_stop, generate_batched, generation_text
+from boe_eval.decoding.loop import (DecodeConfig, SequenceResult, check_batch_size, check_temperature, cut_at_stop,
+                                   generate_batched, generation_text)
 from boe_eval.errors import ConfigError
 from boe_eval.harness.distributed import data_parallel
 from boe_eval.harness.likelihood import encode_pair, fit_context, rolling_windows
@@ -42,6 +43,9 @@ from boe_eval.harness.schema import check_sampler_params
 from boe_eval.models.denoiser import Denoiser
 from boe_eval.models.loading import load_denoiser
 from boe_eval.samplers.base import Sampler, build_sampler
+
+if TYPE_CHECKING:
+    from boe_eval.harness.specs import CellSpec
 
 _FALSE = {"false", "0", "no", "off"}
 #: per-request compute summed into a document's record (MeteredDenoiser's counters)
@@ -147,14 +151,12 @@ class BoeLM(LM):
         self.steps = None if steps is None else int(_coerce(steps))
         self.block_length = None if block_length is None else int(_coerce(block_length))
         self.temperature = float(_coerce(temperature))
-        if self.temperature < 0:
-            raise ConfigError(f"temperature={self.temperature} is invalid: it must be >= 0 (0 = greedy)")
+        check_temperature(self.temperature)  # (the loop's own rules, before any request is decoded)
         bs = _coerce(batch_size)
         if isinstance(bs, str) and bs.startswith("auto"):
             bs = 8
         self.batch_size = int(bs)
-        if self.batch_size <= 0:
-            raise ConfigError(f"batch_size={self.batch_size} is invalid: it must be a positive integer")
+        check_batch_size(self.batch_size)
         self.elbo = dataclasses.replace(self.elbo, max_rows=self.batch_size)  # rows per ELBO forward
         self.seed = int(_coerce(seed))
         self.early_stop = _as_bool(early_stop)
@@ -165,6 +167,15 @@ class BoeLM(LM):
         self.records: dict[tuple[str | None, int | None], dict] = {}
         for created in _WATCHERS:
             created.append(self)
+
+    @classmethod
+    def from_spec(cls, spec: CellSpec, denoiser: Denoiser, sampler: Sampler, progress: bool = True) -> BoeLM:
+        """The model lm-eval evaluates one cell of the harness with: the cell's decoding settings, taken
+        from its (already validated) spec."""
+        return cls(denoiser=denoiser, sampler=sampler, gen_length=spec.gen_length, steps=spec.steps,
+                   block_length=spec.block_length, temperature=spec.temperature, batch_size=spec.batch_size,
+                   seed=spec.seed, early_stop=spec.early_stop, record_trajectory=spec.record_trajectory,
+                   progress=progress)
 
     # ------------------------------------------------------------------ lm-eval interface
     @property

@@ -1,8 +1,13 @@
-"""What a valid `boe-eval` job is, and how bad input becomes one clear line (issue 8).
+"""The typed run spec of a `boe-eval` job, and how bad input becomes one clear line (issue 8).
 
-The schema is a tree of dataclasses (job -> model / sampler / task groups); OmegaConf's structured
-configs type-check the composed config against it, then each dataclass checks its ranges. Every
-failure is a `ConfigError` whose single line names the field, the bad value and what is allowed.
+`JobSpec` is a tree of dataclasses (job -> model / sampler / task groups). `validate_job` turns the
+composed Hydra config into it once, right after composition: OmegaConf's structured configs
+type-check every value, then each dataclass checks its ranges. From there on the harness passes the
+`JobSpec` (never the raw DictConfig) to `specs.build_specs`, the sweep planner and the runner; the
+cells it plans (`specs.CellSpec`) define the store key and the row columns. Every failure is a
+`ConfigError` whose single line names the field, the bad value and what is allowed (docs/design.md
+"Run spec"). The checks that read files live in `inputs` (re-exported here).
+
 `preflight` composes every job of a command line (each cell of a `-m` grid) and validates it before
 Hydra starts any job or launcher, so a bad cell stops the whole grid before a model is loaded and
 before a row is written; Hydra's own composition errors (unknown group option, misspelt key,
@@ -15,8 +20,6 @@ config groups can gain keys (sweeps, launchers) without every key first being de
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
 import math
 import re
 import types
@@ -27,10 +30,15 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from boe_eval.errors import ConfigError
-from boe_eval.decoding.schedule import validate_layout
+from boe_eval.harness.inputs import (  # noqa: F401  (re-exported: the checks were defined here)
+    check_device_available,
+    check_model_dir,
+    check_task_data,
+    check_task_yaml,
+)
 
 
 def _allowed(default: Any = MISSING, allowed: str = "", **kwargs: Any) -> Any:
@@ -53,6 +61,18 @@ class ModelSchema:
     chat_template: bool = _allowed(False, "true or false (wrap prompts in the tokenizer's chat template)")
     task: str | None = _allowed(None, "the task a built-in model or oracle was made for (or null)")
 
+    def label(self) -> str:
+        """The model's name in rows and tables: `name`, except when that names a built-in model while
+        `path` points elsewhere (`model.path=/tmp/random_bert` on top of the default config must not be
+        reported as the built-in model): then the directory's name."""
+        from boe_eval.models.loading import BUILTIN_DIR
+
+        name = self.name
+        if name and (BUILTIN_DIR / name).is_dir() and self.path != f"builtin:{name}":
+            if Path(self.path).resolve() != (BUILTIN_DIR / name).resolve():
+                name = Path(self.path).name or self.path
+        return str(name or self.path)
+
     def check(self) -> None:
         from boe_eval.models.loading import DTYPES
 
@@ -64,25 +84,6 @@ class ModelSchema:
             raise ConfigError(f"model.device={self.device!r} is invalid: it must be cpu, cuda, cuda:<index> or mps")
         # (whether this machine has the device is checked where the job runs, `check_device_available`:
         # a cluster grid is validated on a login node without GPUs)
-
-
-def check_device_available(device: str) -> None:
-    """`model.device` names a device this machine has (never a silent fallback to another one).
-    Called where the job runs, before the model loads (not in the preflight of a cluster grid)."""
-    import torch
-
-    if device.startswith("cuda"):
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        index = int(device.partition(":")[2] or 0)
-        if count == 0:
-            raise ConfigError(f"model.device={device!r} is invalid: this machine has no CUDA GPU usable by torch "
-                              f"{torch.__version__} (torch.cuda.is_available() is False): use model.device=cpu")
-        if index >= count:
-            raise ConfigError(f"model.device={device!r} is invalid: this machine has {count} CUDA GPU(s), "
-                              f"cuda:0 to cuda:{count - 1}")
-    elif device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ConfigError("model.device='mps' is invalid: Apple's MPS backend is not available on this machine: "
-                          "use model.device=cpu")
 
 
 @dataclass
@@ -123,7 +124,10 @@ class TaskSchema:
 
 
 @dataclass
-class JobSchema:
+class JobSpec:
+    """A whole `boe-eval` job, typed and validated (`validate_job`). Its decoding settings are checked
+    here once; the cells of the job (`specs.build_specs`, the sweep planner) are derived from it."""
+
     model: ModelSchema = field(default_factory=ModelSchema)
     sampler: SamplerSchema = field(default_factory=SamplerSchema)
     task: TaskSchema = field(default_factory=TaskSchema)
@@ -140,27 +144,45 @@ class JobSchema:
     plot: bool = _allowed(True, "true or false")
     progress: bool = _allowed(True, "true or false")
     threads: int | None = _allowed(None, "a positive integer (or null for torch's default)")
+    report: bool = _allowed(True, "true or false (a sweep writes its tables and plots when done)")
+    confirm_run_unsafe_code: bool = _allowed(True, "true or false (tasks that execute generated code)")
+    #: where rows are written; None outside a Hydra run when it names Hydra's run folder
+    output_dir: str | None = _allowed(None, "a folder")
+    #: the `sweep:` block (configs/sweep/<name>.yaml), parsed by `boe_eval.harness.sweep.read_sweep`
+    sweep: Any = _allowed(None, "a mapping (configs/sweep/<name>.yaml)")
+    #: how a one-sampler job is named in rows (`variant`): set by `validate_job` from Hydra's choices
+    sampler_label: str | None = _allowed(None, "a string")
+
+    @property
+    def layout(self) -> tuple[int, int, int]:
+        """(gen_length, steps, block_length), block_length null meaning one block of gen_length."""
+        return self.gen_length, self.steps, self.block_length if self.block_length is not None else self.gen_length
 
     def check(self) -> None:
+        from boe_eval.decoding.loop import DecodeConfig
+
         for name in ("limit", "batch_size", "threads"):
             value = getattr(self, name)
             if value is not None and value <= 0:
-                raise ConfigError(f"{name}={value!r} is invalid: it must be {_allowed_text(JobSchema, name)}")
+                raise ConfigError(f"{name}={value!r} is invalid: it must be {_allowed_text(JobSpec, name)}")
         for name in ("limit", "batch_size", "threads", "gen_length", "steps", "block_length"):
             value = getattr(self, name)
             if value is not None and value > MAX_INT:
                 raise ConfigError(f"{name}={value!r} is invalid: it must be at most 2**63 - 1 = {MAX_INT} "
-                                  f"({_allowed_text(JobSchema, name)})")
-        if self.block_length is not None and self.block_length <= 0:
+                                  f"({_allowed_text(JobSpec, name)})")
+        if self.block_length is not None and self.block_length <= 0:  # (the loop reads 0 as "one block")
             raise ConfigError(f"block_length={self.block_length!r} is invalid: it must be a positive integer dividing "
                               f"gen_length={self.gen_length} (or null for one block of gen_length)")
-        if not math.isfinite(self.temperature) or self.temperature < 0:
-            raise ConfigError(f"temperature={self.temperature!r} is invalid: it must be >= 0 (0 = greedy)")
         if not 0 <= self.seed < 2**32:
             raise ConfigError(f"seed={self.seed!r} is invalid: it must be an integer in [0, 2**32 - 1] (numpy's seed range)")
-        validate_layout(self.gen_length, self.block_length, self.steps)
+        # temperature and the layout: the decoding loop's own rules, checked here before any model loads
+        DecodeConfig(gen_length=self.gen_length, steps=self.steps, block_length=self.block_length,
+                     temperature=self.temperature).validate()
         self.model.check()
         self.sampler.check()
+
+
+JobSchema = JobSpec  #: the name this class had before it was kept as the run spec
 
 
 def _allowed_text(cls: type, name: str) -> str:
@@ -193,16 +215,38 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def validate_job(cfg: DictConfig) -> JobSchema:
-    """Type- and range-check a composed job config against `JobSchema` (no model, no data)."""
-    allowed = _schema_paths(JobSchema)
+_ABSENT = object()
+#: settings whose value may only be known inside a Hydra run (`${hydra:runtime.output_dir}`)
+_RUN_TIME_KEYS = ("output_dir",)
+
+
+def _optional(cls: type, dotted: str) -> bool:
+    """Whether the schema field at `dotted` accepts null."""
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        cls = typing.get_type_hints(cls)[part]
+    hint = typing.get_type_hints(cls)[leaf]
+    return hint is Any or type(None) in typing.get_args(hint)
+
+
+def validate_job(cfg: DictConfig) -> JobSpec:
+    """The typed run spec of a composed job config: types and ranges of every field checked once (no
+    model, no data). Inside a Hydra run the sampler's label (`variant` in rows) is read here too."""
+    allowed = _schema_paths(JobSpec)
     given: dict[str, Any] = {}
     for key in allowed:
+        if key == "sampler_label":
+            continue
         try:
-            value = OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=True)
+            value = OmegaConf.select(cfg, key, default=_ABSENT, throw_on_resolution_failure=True)
         except OmegaConfBaseException as err:
+            if key in _RUN_TIME_KEYS:
+                continue
             raise ConfigError(f"{key} cannot be resolved: {_first_line(err)}") from None
-        if value is not None:
+        if value is None and not _optional(JobSpec, key) and _default(JobSpec, key) not in (dataclasses.MISSING, MISSING):
+            # null given for a setting that has a default but no null meaning (batch_size=null)
+            raise ConfigError(f"{key}=null is invalid: it must be {allowed.get(key, '')}")
+        if value is not None and value is not _ABSENT:
             given[key] = _plain(value)
     nested: dict[str, Any] = {}
     for key, value in given.items():
@@ -212,7 +256,7 @@ def validate_job(cfg: DictConfig) -> JobSchema:
             node = node.setdefault(part, {})
         node[leaf] = value
     try:
-        typed = OmegaConf.merge(OmegaConf.structured(JobSchema), nested)
+        typed = OmegaConf.merge(OmegaConf.structured(JobSpec), nested)
         job = OmegaConf.to_object(typed)
     except OmegaConfBaseException as err:
         key = str(err.full_key or err.key or "")
@@ -222,7 +266,37 @@ def validate_job(cfg: DictConfig) -> JobSchema:
         shown = given.get(key, "?")
         raise ConfigError(f"{key}={shown!r} is invalid: it must be {allowed.get(key) or _first_line(err)}") from None
     job.check()
+    if not job.sampler.members:
+        job.sampler_label = sampler_label(job.sampler.name)
     return job
+
+
+def _default(cls: type, dotted: str) -> Any:
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        cls = typing.get_type_hints(cls)[part]
+    for f in dataclasses.fields(cls):
+        if f.name == leaf:
+            return f.default if f.default_factory is dataclasses.MISSING else f.default_factory
+    return dataclasses.MISSING
+
+
+def sampler_label(name: str) -> str:
+    """How a one-sampler job is named in tables and plots: the Hydra sampler config chosen (e.g.
+    `boe_no_gating`, which is `boe` with one switch changed) followed by any `sampler.params.*`
+    overrides of the command line, so the runs of `-m sampler=boe,boe_no_gating` or of a swept
+    parameter stay apart. Outside a Hydra run (tests, scripts, the pre-flight): the sampler's name."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return name
+    hydra_cfg = HydraConfig.get()
+    label = str(hydra_cfg.runtime.choices.get("sampler") or name)
+    prefix = "sampler.params."
+    overrides = [o.lstrip("+~") for o in hydra_cfg.overrides.task if o.lstrip("+~").startswith(prefix)]
+    if overrides:
+        label += " (" + ", ".join(sorted(o[len(prefix):] for o in overrides)) + ")"
+    return label
 
 
 # ---------------------------------------------------------------------------------- sampler params
@@ -275,99 +349,6 @@ def check_sampler_params(name: str, params: dict[str, Any], prefix: str = "sampl
     build_sampler(name, **params)  # the config's validate(): ranges
 
 
-# ---------------------------------------------------------------------------------- model and data
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
-#: files a Hugging Face tokenizer is built from (fast: tokenizer.json; slow: its vocabulary files);
-#: without any of them transformers tries to convert a slow tokenizer and fails with unrelated errors
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model",
-                   "sentencepiece.bpe.model", "vocab.model")
-
-
-def check_model_dir(path: str) -> None:
-    """A missing or corrupt model directory fails here, before any weights are read: config.json
-    must parse, and safetensors weights (single or sharded) must exist with readable headers."""
-    from safetensors import safe_open
-
-    from boe_eval.models.loading import read_config, resolve_model_path
-
-    read_config(path)
-    folder = resolve_model_path(path)
-    index = folder / "model.safetensors.index.json"
-    shards: list[Path] = []
-    if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise ConfigError(f"{index} is corrupt: {_first_line(err)}; re-download the model") from None
-        shards = [folder / name for name in sorted(set(weight_map.values()))]
-        for shard in shards:
-            if not shard.is_file():
-                raise ConfigError(f"model path {str(folder)!r} lacks the weight shard {shard.name!r} named in {index.name}")
-    elif (folder / "model.safetensors").is_file():
-        shards = [folder / "model.safetensors"]
-    elif not any(p.suffix in WEIGHT_SUFFIXES for p in folder.iterdir()):
-        raise ConfigError(f"model path {str(folder)!r} has no weights ({', '.join(WEIGHT_SUFFIXES)} files): "
-                          "not a complete model directory")
-    for shard in shards:
-        try:
-            with safe_open(str(shard), framework="pt") as handle:
-                handle.keys()
-        except Exception as err:  # safetensors raises its own error types for a bad header
-            raise ConfigError(f"weights file {str(shard)!r} is corrupt ({_first_line(err)}): re-download the model") from None
-    if not any((folder / name).is_file() for name in TOKENIZER_FILES) and not any(folder.glob("*.tiktoken")):
-        raise ConfigError(f"model path {str(folder)!r} has no tokenizer file (one of {', '.join(TOKENIZER_FILES)}): "
-                          "copy the model's tokenizer.json (or its vocabulary files) into it")
-
-
-@functools.lru_cache(maxsize=32)
-def check_task_data(name: str, include_paths: tuple[str, ...] = (), primary_metric: str | None = None) -> None:
-    """Build the lm-eval task, which reads its data: a missing or unreadable data file fails here,
-    before the model loads; so does a `primary_metric` that the task does not report."""
-    from boe_eval.harness.task_index import task_manager_for
-
-    try:
-        loaded = task_manager_for(name, include_paths).load([name])
-    except ConfigError:
-        raise
-    except Exception as err:  # datasets / lm-eval raise many types for missing or unreadable data
-        raise ConfigError(f"task {name!r} could not load its data: {_first_line(err)}") from None
-    if primary_metric is None:
-        return
-    for task_name, task in loaded.get("tasks", {}).items():
-        reported = list(task.aggregation())
-        if primary_metric not in reported:
-            raise ConfigError(f"task.primary_metric={primary_metric!r} is not reported by task {task_name!r}: "
-                              f"it reports {', '.join(reported)}")
-
-
-def check_task_yaml(name: str, include_paths: Sequence[str] = ()) -> None:
-    """When lm-eval does not know task `name`, say so precisely if a task YAML that defines it (its
-    file is named after it or it mentions the name) cannot be read: lm-eval skips unreadable YAMLs
-    silently, so a syntax error would otherwise look like an unknown task."""
-    from lm_eval.tasks._yaml_loader import load_yaml
-
-    from boe_eval.harness.task_index import TASKS_DIR
-
-    word = re.compile(rf"(?<![\w-]){re.escape(name)}(?![\w-])")
-    for root in (TASKS_DIR, *include_paths):
-        for path in sorted(Path(root).rglob("*.y*ml")):
-            if path.suffix not in (".yaml", ".yml"):
-                continue
-            try:
-                mentions = path.stem == name or bool(word.search(path.read_text(errors="replace")))
-            except OSError:
-                continue
-            if not mentions:
-                continue
-            try:
-                load_yaml(path, resolve_func=False)
-            except Exception as err:  # yaml.YAMLError, ValueError (not a mapping, include cycle), OSError
-                where = getattr(getattr(err, "problem_mark", None), "line", None)
-                at = f" (line {where + 1})" if where is not None else ""
-                problem = getattr(err, "problem", None) or _first_line(err)
-                raise ConfigError(f"task {name!r} cannot be loaded: its YAML {str(path)!r} is malformed{at}: {problem}") from None
-
-
 # ---------------------------------------------------------------------------------- command line
 _SKIP_FLAGS = ("help", "hydra_help", "cfg", "info", "shell_completion", "experimental_rerun", "config_path",
                "config_dir", "version")
@@ -380,7 +361,7 @@ def _shorten(text: str, limit: int = 60) -> str:
 def _hydra_error(err: Exception, overrides: Sequence[str], compose: Callable[[list[str]], DictConfig],
                  config_dir: Path | None = None) -> ConfigError:
     """One line for a Hydra composition error."""
-    from hydra.errors import MissingConfigException, OverrideParseException
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 
     if isinstance(err, MissingConfigException) and getattr(err, "missing_cfg_file", None):
         group, _, choice = str(err.missing_cfg_file).rpartition("/")
@@ -410,9 +391,10 @@ def _hydra_error(err: Exception, overrides: Sequence[str], compose: Callable[[li
         choose = f": choose one of {', '.join(options)}" if options else ""
         return ConfigError(f"{group}={_shorten(value)!r} ({len(value)} characters) is unknown: "
                            f"{err.strerror or _first_line(err)}{choose}")
-    match = re.match(r"Could not (?:override|append to config) '([^']+)'", str(err))
-    if match:
-        key = match.group(1)
+    cause = err.__cause__  # a setting the composed config does not have: OmegaConf names its full key
+    if isinstance(err, ConfigCompositionException) and isinstance(cause, (ConfigAttributeError, ConfigKeyError)) \
+            and cause.full_key:
+        key = str(cause.full_key)
         text = next((o for o in overrides if o.lstrip("+~").split("=")[0] == key), key)
         parent, _, leaf = key.rpartition(".")
         try:
@@ -427,15 +409,35 @@ def _hydra_error(err: Exception, overrides: Sequence[str], compose: Callable[[li
     return ConfigError(_first_line(err))
 
 
-def preflight(argv: Sequence[str], config_dir: Path, validate: Callable[[DictConfig], Any],
+def _grid(parsed: Sequence[Any]) -> list[list[str]]:
+    """The jobs of a `-m` command line as Hydra's basic sweeper makes them (its documented behaviour,
+    through the public `Override` API): the cartesian product of every discrete sweep's values
+    (`key=a,b`, `range(...)`, `choice(...)`), a later override of a key replacing an earlier one."""
+    import itertools
+
+    from hydra.errors import HydraException
+
+    axes: dict[str, list[str]] = {}
+    for o in parsed:
+        key = o.get_key_element()
+        if not o.is_sweep_override():
+            axes[key] = [f"{key}={o.get_value_element_as_str()}"]
+        elif o.is_discrete_sweep():
+            axes[key] = [f"{key}={value}" for value in o.sweep_string_iterator()]
+        else:
+            raise HydraException(f"the override {o.input_line!r} is an interval sweep, which a -m grid cannot list")
+    return [list(job) for job in itertools.product(*axes.values())]
+
+
+def preflight(argv: Sequence[str], config_dir: Path, validate: Callable[[JobSpec], Any],
               config_name: str = "config") -> int:
-    """Compose and validate every job the command line asks for (each cell of a `-m` grid of
-    command-line sweeps) before Hydra runs any. Returns the number of jobs checked (0 when the
-    command only asks Hydra for help or a config dump)."""
+    """Compose every job the command line asks for (each cell of a `-m` grid of command-line sweeps),
+    turn each into its typed spec (`validate_job`) and hand it to `validate` (the checks that read
+    files) before Hydra runs any. Returns the number of jobs checked (0 when the command only asks
+    Hydra for help or a config dump)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra._internal.utils import get_args_parser
+    from hydra._internal.utils import get_args_parser  # (Hydra's own command line, so flags parse as it will)
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
@@ -454,7 +456,7 @@ def preflight(argv: Sequence[str], config_dir: Path, validate: Callable[[DictCon
     overrides = list(args.overrides)
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
-        jobs = BasicSweeper.split_arguments(parsed, None)[0] if args.multirun else [overrides]
+        jobs = _grid(parsed) if args.multirun else [overrides]
     except HydraException as err:
         raise _hydra_error(err, overrides, compose, config_dir) from None
     configs = []
@@ -463,15 +465,15 @@ def preflight(argv: Sequence[str], config_dir: Path, validate: Callable[[DictCon
             configs.append(compose(job))
         except (HydraException, OmegaConfBaseException, OSError) as err:
             raise _hydra_error(err, job, compose, config_dir) from None
-    for cfg in configs:  # the cheap checks of every cell first, then the ones that read files
-        validate_job(cfg)
-    for cfg in configs:
-        validate(cfg)
+    specs = [validate_job(cfg) for cfg in configs]  # the cheap checks of every cell first, then the ones that read files
+    for job in specs:
+        validate(job)
     return len(jobs)
 
 
 __all__ = [
     "JobSchema",
+    "JobSpec",
     "ModelSchema",
     "SamplerSchema",
     "TaskSchema",
@@ -481,5 +483,6 @@ __all__ = [
     "check_task_data",
     "check_task_yaml",
     "preflight",
+    "sampler_label",
     "validate_job",
 ]

@@ -1,138 +1,234 @@
-"""From a composed Hydra config to the run specs it asks for: every value validated once, before any
-model loads (`build_specs`), and the names a run is reported under."""
+"""From the typed job (`schema.JobSpec`) to the cells it asks for (`CellSpec`): the inputs a job reads
+checked once before any model loads (`check_inputs`), each cell's spec derived from the job
+(`cell_spec`), and from a cell spec its store key (`CellSpec.identity`) and the columns of its rows
+(`CellSpec.columns`). docs/design.md "Run spec"."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
-from omegaconf import DictConfig, OmegaConf
+import dataclasses
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from boe_eval.errors import ConfigError
 
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
-def _positive_int_or_none(name: str, value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{name}={value!r} is invalid: it must be a positive integer (or null for all)")
-    return value
+    from boe_eval.harness.schema import JobSpec
+    from boe_eval.samplers.base import Sampler
 
 
-def _required(cfg: DictConfig, key: str, group: str) -> Any:
-    value = OmegaConf.select(cfg, key, default=None)
-    if value is None:
-        raise ConfigError(f"{key} is missing: the {group} config must set it")
-    return value
+@dataclass
+class CellSpec:
+    """Everything that defines one evaluation run (model x sampler x task x decoding settings x seed)."""
+
+    model_name: str
+    model_path: str
+    sampler: str
+    sampler_params: dict[str, Any]
+    task: str
+    lm_eval_task: str
+    primary_metric: str
+    gen_length: int
+    steps: int
+    block_length: int
+    temperature: float = 0.0
+    seed: int = 1234
+    limit: int | None = None
+    batch_size: int = 16
+    early_stop: bool = False
+    record_trajectory: bool = False
+    dtype: str = "float32"
+    device: str = "cpu"
+    include_paths: list[str] = field(default_factory=list)
+    confirm_run_unsafe_code: bool = True
+    #: wrap prompts in the tokenizer's chat template (instruction models; the d1 protocol)
+    apply_chat_template: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)  #: e.g. sweep budget fields, kept in rows
+    #: display name written to rows as `variant` (e.g. the sampler config `boe_no_gating`); not part of
+    #: the identity, so relabelling never reruns a cell. None: the sampler's name
+    label: str | None = None
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that make two cells the same experiment (wall-clock settings excluded); the
+        store key is its hash (`boe_eval.store.cell_id`)."""
+        return {
+            "model": self.model_path,
+            "sampler": self.sampler,
+            "sampler_params": self.sampler_params,
+            "task": self.lm_eval_task,
+            "gen_length": self.gen_length,
+            "steps": self.steps,
+            "block_length": self.block_length,
+            "temperature": self.temperature,
+            "seed": self.seed,
+            "limit": self.limit,
+            "early_stop": self.early_stop,
+            "dtype": self.dtype,
+            **({"apply_chat_template": True} if self.apply_chat_template else {}),
+            **{f"extra.{k}": v for k, v in self.extra.items()},
+        }
+
+    def columns(self) -> dict[str, Any]:
+        """The columns every row of the cell carries that the spec defines (the rest are measured:
+        metrics, compute, the model's description, provenance), in the order rows list them."""
+        return {
+            "model": self.model_name,
+            "model_path": self.model_path,
+            "sampler": self.sampler,
+            "variant": self.label or self.sampler,
+            **{f"sampler.{k}": (v if isinstance(v, (int, float, str, bool)) or v is None else str(v))
+               for k, v in self.sampler_params.items()},
+            "task": self.task,
+            "lm_eval_task": self.lm_eval_task,
+            "primary_metric": self.primary_metric,
+            "gen_length": self.gen_length,
+            "steps": self.steps,
+            "block_length": self.block_length,
+            "temperature": self.temperature,
+            "seed": self.seed,
+            "limit": self.limit,
+            "batch_size": self.batch_size,
+            "early_stop": self.early_stop,
+            "apply_chat_template": self.apply_chat_template,
+            **self.extra,
+        }
+
+    def planned_columns(self) -> dict[str, Any]:
+        """`columns()` plus the dtype the loaded model will report (`Denoiser.describe`): what a
+        results folder is checked against before the model loads (`analysis.load.planned_summary`)."""
+        return {**self.columns(), "dtype": self.dtype}
 
 
-def build_specs(cfg: DictConfig) -> list[tuple[Any, Any]]:
-    """Validate the composed config and return [(CellSpec, Sampler)] without loading any model."""
-    from boe_eval.decoding.loop import DecodeConfig
-    from boe_eval.harness.evaluate import CellSpec, check_sampler_fits_model
-    from boe_eval.models.loading import check_model_fits_run
-    from boe_eval.harness.task_index import check_task
-    from boe_eval.harness.schema import check_model_dir, check_task_data, check_task_yaml, validate_job
-    from boe_eval.samplers.base import build_sampler
+#: model types (config.json, lower case) whose denoiser takes the diffusion time: MDLM (boe_eval.models.mdlm) and the
+#: exact oracles, whose conditionals do not depend on it and which accept it (boe_eval.oracles.base)
+TIME_CONDITIONED_MODEL_TYPES = frozenset({"mdlm", "boe_oracle"})
 
-    validate_job(cfg)  # types and ranges of every field (issue 8 schema)
-    limit = _positive_int_or_none("limit", cfg.limit)
-    batch_size = _positive_int_or_none("batch_size", cfg.batch_size)
-    if batch_size is None:
-        raise ConfigError("batch_size=null is invalid: it must be a positive integer")
-    gen_length, steps = cfg.gen_length, cfg.steps
-    block_length = cfg.block_length if cfg.block_length is not None else gen_length
-    DecodeConfig(gen_length=gen_length, steps=steps, block_length=block_length, temperature=cfg.temperature).validate()
-    model_path = str(_required(cfg, "model.path", "model"))
-    check_model_dir(model_path)  # missing or corrupt model directory: one-line error before loading
-    task_name = str(_required(cfg, "task.name", "task"))
-    made_for = cfg.model.get("task")
-    if made_for and model_path.startswith(("builtin:", "oracle:")) and task_name != made_for:
+
+def check_sampler_fits_model(sampler: Sampler, model_path: str) -> None:
+    """Before loading: a sampler that needs a time-conditioned denoiser (the ReMDM sigma-schedules
+    remdm_cap, remdm_rescale, remdm_loop) on a model that is not one (LLaDA, Dream, masked LMs) is refused
+    in one line, instead of failing at its first step after the model has loaded."""
+    from boe_eval.models.denoiser import FOUR_D_MASK_MODEL_TYPES
+    from boe_eval.models.loading import read_config
+
+    if getattr(sampler, "needs_4d_mask", False):
+        model_type = str(read_config(model_path).get("model_type", "")).lower()
+        if model_type not in FOUR_D_MASK_MODEL_TYPES:
+            raise ConfigError(
+                f"sampler={sampler.name} needs a denoiser that takes a 4-D attention mask (its shadow-block "
+                f"verification) and model.path={model_path} is a {model_type or 'masked LM'!r} model, which does not: "
+                f"models with one are {', '.join(sorted(FOUR_D_MASK_MODEL_TYPES))} (e.g. model=tiny_addition)"
+            )
+    if not sampler.needs_time_conditioning:
+        return
+    config = read_config(model_path)
+    model_type = str(config.get("model_type", "")).lower()
+    if model_type not in TIME_CONDITIONED_MODEL_TYPES and not config.get("boe_mdlm_style"):
         raise ConfigError(
-            f"task={task_name} does not fit model.path={model_path}: that model was made for task={made_for} "
+            f"sampler={sampler.name} needs a time-conditioned (MDLM-style) denoiser and model.path={model_path} is "
+            f"a {model_type or 'masked LM'!r} model, which is not: use sampler=remdm_llada (ReMDM for LLaDA-style "
+            "models) or an MDLM checkpoint"
+        )
+
+
+def as_job(job: JobSpec | DictConfig) -> JobSpec:
+    """The typed spec of a job: a composed config is validated (`schema.validate_job`), a `JobSpec`
+    is taken as it is (it was validated when it was made)."""
+    from boe_eval.harness.schema import JobSpec, validate_job
+
+    return job if isinstance(job, JobSpec) else validate_job(job)
+
+
+def check_inputs(job: JobSpec) -> None:
+    """The checks that read files, once per job, before any model loads: the model directory, the
+    model/task pairing of built-in models, the lm-eval task, its data and its primary metric."""
+    from boe_eval.harness.inputs import check_model_dir, check_task_data, check_task_yaml
+    from boe_eval.harness.task_index import check_task
+
+    model_path, task = job.model.path, job.task
+    check_model_dir(model_path)  # missing or corrupt model directory: one-line error before loading
+    made_for = job.model.task
+    if made_for and model_path.startswith(("builtin:", "oracle:")) and task.name != made_for:
+        raise ConfigError(
+            f"task={task.name} does not fit model.path={model_path}: that model was made for task={made_for} "
             f"(another task's prompts are outside its vocabulary): add task={made_for}, or choose another model"
         )
-    lm_task = str(_required(cfg, "task.lm_eval_task", "task"))
-    include = tuple(str(p) for p in (OmegaConf.select(cfg, "task.include_paths", default=None) or []))
+    include = tuple(task.include_paths)
     try:
-        check_task(lm_task, include)
+        check_task(task.lm_eval_task, include)
     except ConfigError:
-        check_task_yaml(lm_task, include)  # a malformed task YAML, not an unknown task
+        check_task_yaml(task.lm_eval_task, include)  # a malformed task YAML, not an unknown task
         raise
     # missing data files, unreported primary metric: one-line error before loading the model
-    check_task_data(lm_task, include, str(_required(cfg, "task.primary_metric", "task")))
-    members = OmegaConf.select(cfg, "sampler.members", default=None)
-    raw_params = OmegaConf.select(cfg, "sampler.params", default=None)
-    params = OmegaConf.to_container(raw_params, resolve=True) if raw_params is not None else {}
-    if members and params:
-        raise ConfigError(
-            f"sampler.params={params} cannot be used with the comparison config {cfg.sampler.get('name')!r}: "
-            "choose one sampler (e.g. sampler=confidence) to set its parameters"
-        )
-    entries = [(str(m), {}) for m in members] if members else [(str(_required(cfg, "sampler.name", "sampler")), params)]
-    specs = []
-    label = None if members else sampler_label(str(entries[0][0]))
-    for name, sampler_params in entries:
-        sampler = build_sampler(name, **sampler_params)
-        check_sampler_fits_model(sampler, model_path)  # e.g. ReMDM sigma-schedules on LLaDA: before loading
-        check_model_fits_run(model_path, name, int(gen_length), int(block_length))  # e.g. DiffusionGemma's canvas
-        spec = CellSpec(
-            model_name=model_label(cfg, model_path),
-            model_path=model_path,
-            sampler=name,
-            sampler_params=sampler.params(),
-            task=task_name,
-            lm_eval_task=lm_task,
-            primary_metric=str(_required(cfg, "task.primary_metric", "task")),
-            gen_length=int(gen_length),
-            steps=int(steps),
-            block_length=int(block_length),
-            temperature=float(cfg.temperature),
-            seed=int(cfg.seed),
-            limit=limit,
-            batch_size=batch_size,
-            early_stop=bool(cfg.early_stop),
-            record_trajectory=bool(cfg.record_trajectory),
-            dtype=str(cfg.model.get("dtype", "float32")),
-            device=str(cfg.model.get("device", "cpu")),
-            include_paths=list(include),
-            confirm_run_unsafe_code=bool(cfg.get("confirm_run_unsafe_code", True)),
-            apply_chat_template=bool(cfg.model.get("chat_template", False)),
-            label=label,
-        )
-        specs.append((spec, sampler))
-    return specs
+    check_task_data(task.lm_eval_task, include, task.primary_metric)
 
 
-def model_label(cfg: DictConfig, model_path: str) -> str:
-    """The model's name in rows and tables: the model config's `name`, except when that names a
-    built-in model while `model.path` points elsewhere (`model.path=/tmp/random_bert` on top of the
-    default config must not be reported as the built-in model): then the directory's name."""
-    from boe_eval.models.loading import BUILTIN_DIR
+def cell_spec(job: JobSpec, sampler: str, params: dict[str, Any] | None = None, *, steps: int | None = None,
+              seed: int | None = None, label: str | None = None,
+              extra: dict[str, Any] | None = None) -> tuple[CellSpec, Sampler]:
+    """One cell of `job`: sampler `sampler` with `params` (checked against its config dataclass), at
+    `steps` and `seed` when given (a sweep's cells; the caller keeps the layout valid), else the job's."""
+    from boe_eval.harness.schema import check_sampler_params
+    from boe_eval.models.loading import check_model_fits_run
+    from boe_eval.samplers.base import build_sampler
 
-    name = cfg.model.get("name")
-    if name and (BUILTIN_DIR / str(name)).is_dir() and model_path != f"builtin:{name}":
-        if Path(model_path).resolve() != (BUILTIN_DIR / str(name)).resolve():
-            name = Path(model_path).name or model_path
-    return str(name or model_path)
+    params = dict(params or {})
+    check_sampler_params(sampler, params)
+    built = build_sampler(sampler, **params)
+    check_sampler_fits_model(built, job.model.path)  # e.g. ReMDM sigma-schedules on LLaDA: before loading
+    gen_length, job_steps, block_length = job.layout
+    check_model_fits_run(job.model.path, sampler, gen_length, block_length)  # e.g. DiffusionGemma's canvas
+    spec = CellSpec(
+        model_name=job.model.label(),
+        model_path=job.model.path,
+        sampler=sampler,
+        sampler_params=built.params(),
+        task=job.task.name,
+        lm_eval_task=job.task.lm_eval_task,
+        primary_metric=job.task.primary_metric,
+        gen_length=gen_length,
+        steps=job_steps if steps is None else int(steps),
+        block_length=block_length,
+        temperature=job.temperature,
+        seed=job.seed if seed is None else int(seed),
+        limit=job.limit,
+        batch_size=job.batch_size,
+        early_stop=job.early_stop,
+        record_trajectory=job.record_trajectory,
+        dtype=job.model.dtype,
+        device=job.model.device,
+        include_paths=list(job.task.include_paths),
+        confirm_run_unsafe_code=job.confirm_run_unsafe_code,
+        apply_chat_template=job.model.chat_template,
+        label=label,
+        extra=dict(extra or {}),
+    )
+    return spec, built
+
+
+def build_specs(job: JobSpec | DictConfig) -> list[tuple[CellSpec, Sampler]]:
+    """The cells of a (non-sweep) job, [(CellSpec, Sampler)], every input checked, no model loaded:
+    one cell for a one-sampler job, one per member of a comparison config."""
+    job = as_job(job)
+    check_inputs(job)
+    if job.sampler.members:
+        return [cell_spec(job, name) for name in job.sampler.members]
+    return [cell_spec(job, job.sampler.name, job.sampler.params, label=job.sampler_label or job.sampler.name)]
+
+
+def model_label(job: JobSpec | DictConfig, model_path: str | None = None) -> str:
+    """The model's name in rows and tables (`schema.ModelSchema.label`)."""
+    model = as_job(job).model
+    return (dataclasses.replace(model, path=model_path) if model_path else model).label()
 
 
 def sampler_label(name: str) -> str:
-    """How a one-sampler job is named in tables and plots: the Hydra sampler config chosen (e.g.
-    `boe_no_gating`, which is `boe` with one switch changed) followed by any `sampler.params.*`
-    overrides of the command line, so the runs of `-m sampler=boe,boe_no_gating` or of a swept
-    parameter stay apart. Outside a Hydra run (tests, scripts): the sampler's name."""
-    from hydra.core.hydra_config import HydraConfig
+    """How a one-sampler job is named in rows (`schema.sampler_label`)."""
+    from boe_eval.harness.schema import sampler_label as label
 
-    if not HydraConfig.initialized():
-        return name
-    hydra_cfg = HydraConfig.get()
-    label = str(hydra_cfg.runtime.choices.get("sampler") or name)
-    prefix = "sampler.params."
-    overrides = [o.lstrip("+~") for o in hydra_cfg.overrides.task if o.lstrip("+~").startswith(prefix)]
-    if overrides:
-        label += " (" + ", ".join(sorted(o[len(prefix):] for o in overrides)) + ")"
-    return label
+    return label(name)
 
 
-__all__ = ["build_specs", "model_label", "sampler_label"]
+__all__ = ["CellSpec", "as_job", "build_specs", "cell_spec", "check_inputs", "check_sampler_fits_model",
+           "model_label", "sampler_label"]

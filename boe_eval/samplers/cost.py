@@ -1,5 +1,5 @@
 """What one decoding step of a sampler costs, and the knob a compute-matched sweep turns (docs/references.md §10).
-Each sampler class declares its `knob` (a `KnobRule`); the sweep planner reads it (`harness/sweep.py`)."""
+Each sampler class declares its `knob` (a `KnobRule`); the sweep planner reads it (`harness/sweep/solver.py`)."""
 
 from __future__ import annotations
 

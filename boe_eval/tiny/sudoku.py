@@ -17,7 +17,6 @@ from boe_eval.tiny.task import TinyTask
 
 PROMPT_PREFIX = "S"
 PROMPT_SUFFIX = "="
-GEN_LENGTH = 16
 TEST_SEED, VALIDATION_SEED, TRAIN_SEED = 20261122, 7, 1
 TEST_BLANKS = (10, 12)
 TRAIN_BLANKS = (6, 12)
@@ -84,8 +83,6 @@ TASK = TinyTask(
     answer=lambda doc: doc["solution"],
     score=lambda response, doc: score(response, doc["puzzle"], doc["solution"]),
     primary_metric="solved",
-    gen_length=GEN_LENGTH,
-    steps=8,
     test_seed=TEST_SEED,
     validation_seed=VALIDATION_SEED,
     train_seed=TRAIN_SEED,

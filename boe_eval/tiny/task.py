@@ -1,4 +1,5 @@
-"""What a built-in task is: a data generator, a prompt/answer format, a decoding layout and a metric.
+"""What a built-in task is: a data generator, a prompt/answer format and a metric; its decoding layout
+is its task config's (`configs/task/<name>.yaml`), read from there.
 
 Every built-in task (`boe_eval.tiny.registry`) generates its own items from fixed seeds: a held-out
 test set (committed as `tasks/<name>/data/test.jsonl`), a validation set (model selection) and an
@@ -8,9 +9,33 @@ test prompt and the training stream never yields a test or validation prompt.
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class TaskLayout:
+    gen_length: int
+    steps: int
+    block_length: int
+
+
+@functools.lru_cache(maxsize=None)
+def task_layout(name: str) -> TaskLayout:
+    """(gen_length, steps, block_length) of task config `configs/task/<name>.yaml`."""
+    from omegaconf import OmegaConf
+
+    from boe_eval.errors import ConfigError
+    from boe_eval.provenance import REPO_ROOT
+
+    path = REPO_ROOT / "configs" / "task" / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"built-in task {name!r} has no task config {str(path)!r}")
+    cfg = OmegaConf.load(path)
+    gen_length, steps = int(cfg.gen_length), int(cfg.steps)
+    return TaskLayout(gen_length, steps, int(cfg.get("block_length") or gen_length))
 
 
 @dataclass(frozen=True)
@@ -21,8 +46,6 @@ class TinyTask:
     answer: Callable[[dict], str]  #: the training target (the loop appends EOS up to gen_length)
     score: Callable[[str, dict], dict[str, float]]  #: (decoded response, doc) -> metrics in [0, 1]
     primary_metric: str
-    gen_length: int  #: generation slots (answer + EOS padding)
-    steps: int  #: default number of decoding steps
     test_seed: int
     validation_seed: int
     train_seed: int
@@ -31,6 +54,30 @@ class TinyTask:
     until: tuple[str, ...] = ()  #: stop strings of the lm-eval task
     #: model / optimiser settings that differ from `TrainConfig`'s defaults
     train_overrides: dict = field(default_factory=dict)
+
+    def layout(self) -> TaskLayout:
+        """The task's decoding layout, read from its task config (`configs/task/<name>.yaml`, the one
+        source of truth that `boe-eval task=<name>` composes)."""
+        return task_layout(self.name)
+
+    @property
+    def gen_length(self) -> int:
+        """Generation slots (answer + EOS padding), from the task config."""
+        return self.layout().gen_length
+
+    @property
+    def steps(self) -> int:
+        """Default number of decoding steps, from the task config."""
+        return self.layout().steps
+
+    def test_docs(self, limit: int | None = None) -> list[dict]:
+        """The committed held-out test set (`tasks/<name>/data/test.jsonl`, first `limit` items): the
+        items `boe-eval task=<name>` scores."""
+        from boe_eval.harness.task_data import read_records
+        from boe_eval.provenance import REPO_ROOT
+
+        docs = read_records(REPO_ROOT / "tasks" / self.name / "data" / "test.jsonl")
+        return docs[:limit] if limit else docs
 
     def make_split(self, seed: int, n: int, exclude: frozenset[str] | set[str] = frozenset()) -> list[dict]:
         """`n` items with distinct prompts, none in `exclude`, deterministic in `seed`."""

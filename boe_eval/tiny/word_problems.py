@@ -19,7 +19,6 @@ from boe_eval.tiny.task import TinyTask
 NAMES = ("Ann", "Bob", "Cal", "Dee", "Eve", "Fay", "Gus", "Hal", "Ivy", "Jo")
 OBJECTS = ("pen", "cup", "egg", "card", "book", "coin", "shell", "apple")
 STOP = "\n"
-GEN_LENGTH = 14
 
 TEMPLATES = {
     "add": "{name} had {a} {obj}s and got {b} more. How many {obj}s now?",
@@ -75,8 +74,6 @@ TASK = TinyTask(
     answer=answer,
     score=score,
     primary_metric="correct",
-    gen_length=GEN_LENGTH,
-    steps=GEN_LENGTH,
     test_seed=20261124,
     validation_seed=13,
     train_seed=5,
