@@ -82,3 +82,47 @@ def test_help_imports_no_torch_and_says_what_the_tool_does():
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("boe-eval: benchmark the samplers (unmasking policies) of masked diffusion")
     assert out.stdout.rstrip().endswith("NO TORCH")
+
+
+def _summary(variant: str, score: float, nfe: float, **extra) -> dict:
+    from boe_eval.store import wilson_interval
+
+    low, high = wilson_interval(round(score * 8), 8)
+    return {"row_type": "summary", "model": "tiny_sudoku", "task": "tiny_sudoku", "primary_metric": "solved",
+            "gen_length": 16, "steps": 8, "block_length": 16, "sampler": variant, "variant": variant,
+            "n_examples": 8, "score": score, "score_ci_low": low, "score_ci_high": high,
+            "metric.solved": score, "metric.cell_accuracy": 0.8125, "nfe": nfe, "forwards": nfe, "backwards": 0.0,
+            "forward_equivalents": nfe, "wall_time_s": 1.234, "cell_id": f"{variant}0123", **extra}
+
+
+def test_summary_table_states_n_units_interval_secondary_metrics_and_row_files():
+    from boe_eval.analysis.tables import format_summary_table
+
+    text = format_summary_table([_summary("confidence", 0.5, 8.0, agreement_with_confidence=None),
+                                 _summary("margin", 0.625, 8.0, agreement_with_confidence=0.75)])
+    heading, _, header, _, first, second, _, legend = text.split("\n")[:8]
+    assert heading.startswith("model=tiny_sudoku task=tiny_sudoku metric=solved n=8 examples per sampler")
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    assert columns == ["sampler", "n", "solved %", "95% CI", "cell_accuracy %", "NFE", "forwards", "backwards",
+                       "fwd-equiv", "wall s", "agree w/ conf %", "rows file"]
+    cells = [c.strip() for c in second.strip("|").split("|")]
+    # 5/8 solved: Wilson 95% interval computed independently from the closed form
+    z = 1.959963984540054
+    centre, half = (0.625 + z * z / 16) / (1 + z * z / 8), z * (0.625 * 0.375 / 8 + z * z / 256) ** 0.5 / (1 + z * z / 8)
+    assert cells == ["margin", "8", "62.5", f"[{100 * (centre - half):.1f}, {100 * (centre + half):.1f}]", "81.2",
+                     "8.0", "8.0", "0.0", "8.0", "1.2", "75.0", "rows/margin0123.jsonl"]
+    assert [c.strip() for c in first.strip("|").split("|")][10] == "–"  # confidence has no agreement with itself
+    assert "means per sequence" in legend and "Wilson score interval" in legend and "wall s: seconds" in legend
+
+
+def test_plot_file_is_named_after_what_it_plots_and_its_title_names_model_task_and_n(tmp_path, monkeypatch):
+    from boe_eval.analysis import plots
+
+    titles = []
+    monkeypatch.setattr(plots, "_finish", lambda fig, ax, summaries, xlabel, path, _f=plots._finish: (
+        titles.append(None), _f(fig, ax, summaries, xlabel, path), titles.__setitem__(-1, ax.get_title()))[1])
+    same = plots.plot_summary([_summary("confidence", 0.5, 8.0), _summary("margin", 0.625, 8.0)], tmp_path)
+    assert same.name == "tiny_sudoku_solved_by_sampler.png" and same.is_file()
+    varied = plots.plot_summary([_summary("confidence", 0.5, 8.0), _summary("margin", 0.625, 4.0)], tmp_path)
+    assert varied.name == "tiny_sudoku_solved_vs_nfe.png" and varied.is_file()
+    assert titles == ["model tiny_sudoku on task tiny_sudoku (n=8 examples per sampler)"] * 2

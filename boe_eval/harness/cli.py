@@ -100,14 +100,12 @@ def run_job(cfg: DictConfig) -> Path:
         return results_dir
     table = format_summary_table(summaries)
     print()
-    print(f"model={specs[0][0].model_name} task={specs[0][0].task} metric={specs[0][0].primary_metric} "
-          f"gen_length={specs[0][0].gen_length} steps={specs[0][0].steps} block_length={specs[0][0].block_length}")
     print(table)
     write_text_atomic(results_dir / "summary.md", table + "\n")
     if cfg.get("plot", True) and len(summaries) > 0:
-        from boe_eval.analysis.plots import plot_score_vs_compute
+        from boe_eval.analysis.plots import plot_summary
 
-        plot_path = plot_score_vs_compute(summaries, results_dir / "score_vs_nfe.png")
+        plot_path = plot_summary(summaries, results_dir)
         print(f"[boe-eval] plot: {plot_path}")
     print(f"[boe-eval] results: {results_dir} ({len(read_rows(results_dir))} rows in {results_dir / 'rows'})")
     return results_dir
