@@ -126,3 +126,38 @@ def test_plot_file_is_named_after_what_it_plots_and_its_title_names_model_task_a
     varied = plots.plot_summary([_summary("confidence", 0.5, 8.0), _summary("margin", 0.625, 4.0)], tmp_path)
     assert varied.name == "tiny_sudoku_solved_vs_nfe.png" and varied.is_file()
     assert titles == ["model tiny_sudoku on task tiny_sudoku (n=8 examples per sampler)"] * 2
+
+
+def _cell(**changes):
+    fields = {"model_path": "builtin:tiny_addition", "lm_eval_task": "tiny_addition", "include_paths": [],
+              "gen_length": 12, "limit": 3, "apply_chat_template": False}
+    return SimpleNamespace(**{**fields, **changes})
+
+
+def test_a_prompt_too_long_for_the_model_is_refused_before_loading(monkeypatch):
+    from boe_eval.harness import prompt_lengths
+    from boe_eval.models import loading
+
+    loads = []
+    monkeypatch.setattr(loading, "load_denoiser", lambda *a, **k: loads.append(a))
+    # tiny_addition prompts are "<10 digits>+<10 digits>=": 22 characters, one token each (character tokenizer),
+    # in a 64-position model: gen_length 42 fits exactly, 43 does not
+    prompt_lengths.check_prompt_lengths(_cell(gen_length=42))
+    with pytest.raises(ConfigError, match=r"^prompt 0 of task tiny_addition has 22 tokens: with gen_length=43 that "
+                                          r"is 65 positions, more than the 64 .* use gen_length <= 42"):
+        prompt_lengths.check_prompt_lengths(_cell(gen_length=43))
+    with pytest.raises(ConfigError, match=r"gen_length=64 leaves no room for a prompt in the 64 positions"):
+        prompt_lengths.check_prompt_lengths(_cell(gen_length=64))
+    assert loads == []
+
+
+def test_prompts_with_room_to_spare_load_no_tokenizer(monkeypatch):
+    from boe_eval.harness import prompt_lengths
+    from boe_eval.models import loading
+
+    def no_tokenizer(*args, **kwargs):
+        raise AssertionError("the tokenizer was loaded")
+
+    monkeypatch.setattr(loading, "load_tokenizer", no_tokenizer)
+    prompt_lengths.check_prompt_lengths(_cell(gen_length=12))  # 22 bytes + 8 + 12 <= 64
+    assert prompt_lengths.job_prompts(_cell(limit=2)) == ["7862140500+2137854497=", "9755908263+3264694736="]

@@ -107,7 +107,8 @@ def run_job(cfg: DictConfig) -> Path:
 
         plot_path = plot_summary(summaries, results_dir)
         print(f"[boe-eval] plot: {plot_path}")
-    print(f"[boe-eval] results: {results_dir} ({len(read_rows(results_dir))} rows in {results_dir / 'rows'})")
+    print(f"[boe-eval] results: {results_dir} ({len(read_rows(results_dir))} rows in {results_dir / 'rows'}); "
+          f"a rerun with output_dir={results_dir} skips the finished cells")
     return results_dir
 
 
@@ -153,7 +154,11 @@ def check(cfg: DictConfig) -> None:
 
         plan_sweep(cfg, seconds_per_forward=1.0)  # (a wall-time sweep's real calibration comes later)
     else:
-        build_specs(cfg)
+        from boe_eval.harness.prompt_lengths import check_prompt_lengths
+
+        # a prompt too long for the model: here, not at its first batch (every sampler of a job decodes the same
+        # prompts with the same model and gen_length, so the first spec stands for all)
+        check_prompt_lengths(build_specs(cfg)[0][0])
 
 
 def main() -> None:
