@@ -42,8 +42,9 @@ def plot_score_vs_compute(summaries: Sequence[dict], path: str | Path, compute: 
                 [100 * (r.get("score_ci_high") if r.get("score_ci_high") is not None else r["score"]) - y for y, r in zip(ys, summaries)]]
         errs = [[0.0 if e != e else e for e in side] for side in errs]  # no interval (NaN): no bar
         ax.bar(names, ys, yerr=errs, capsize=4, color=[f"C{i}" for i in range(len(names))], alpha=0.85)
-        for i, y in enumerate(ys):
-            ax.annotate(f"{y:.1f}", (i, y), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=8)
+        for i, y in enumerate(ys):  # the value above its interval, not on the error bar
+            ax.annotate(f"{y:.1f}", (i, y + errs[1][i]), textcoords="offset points", xytext=(0, 3), ha="center",
+                        fontsize=8)
         ax.grid(alpha=0.3, axis="y")
         return _finish(fig, ax, summaries, f"sampler (all at {float(summaries[0].get(compute)):g} {label}; bars: 95% CI)", path)
     for row in summaries:
