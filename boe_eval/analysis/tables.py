@@ -72,9 +72,7 @@ def format_summary_table(summaries: Sequence[dict]) -> str:
               "(forwards + 2 x backwards): means per sequence. wall s: seconds of the sampler's whole evaluation "
               "(lm-eval building the requests, decoding every sequence, scoring). agree w/ conf: share of decision "
               "steps on which the sampler chose what confidence would have (– for confidence itself).")
-    # the cells are text already formatted (one decimal); tabulate would re-parse them ("100.0" -> "100")
-    aligned = ["left" if c in ("sampler", "95% CI", "rows file") else "right" for c in table.columns]
-    lines = [heading, "", table.to_markdown(index=False, disable_numparse=True, colalign=aligned), "", legend]
+    lines = [heading, "", markdown(table), "", legend]
     lines += [w for w in (agreement_warning(s) for s in summaries) if w]
     return "\n".join(lines)
 
@@ -88,6 +86,17 @@ def _is_fraction(values: pd.Series) -> bool:
     """Whether a metric column holds fractions in [0, 1] (then shown in percent)."""
     numbers = pd.to_numeric(values, errors="coerce").dropna()
     return bool(len(numbers)) and bool(((numbers >= 0) & (numbers <= 1)).all())
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    """A Markdown table of already formatted cells, shown as formatted: tabulate would re-parse number-like text
+    ("85.0" -> "85", "6.0" -> "6"), so parsing is off; columns of numbers are right-aligned."""
+    def numeric(column: pd.Series) -> bool:
+        texts = [str(v) for v in column if str(v) != MISSING]
+        return bool(texts) and all(pd.notna(pd.to_numeric(t, errors="coerce")) for t in texts)
+
+    aligned = ["right" if numeric(frame[c]) else "left" for c in frame.columns]
+    return frame.to_markdown(index=False, disable_numparse=True, colalign=aligned)
 
 
 def _pct(x) -> str:
@@ -172,7 +181,7 @@ def _variants(points: pd.DataFrame) -> list[str]:
 
 def _render(frame: pd.DataFrame, style: str, caption: str) -> str:
     if style == "md":
-        return f"{caption}\n\n" + frame.to_markdown(index=False) + "\n"
+        return f"{caption}\n\n" + markdown(frame) + "\n"
     body = frame.to_latex(index=False, escape=False, column_format="l" + "c" * (frame.shape[1] - 1))
     return f"% {caption}\n" + body
 
@@ -299,8 +308,8 @@ def cells_table(points: pd.DataFrame) -> str:
         "wall s": points["wall_time_s"].map(_num),
         "within 1 step": points["sweep.within_one_step"].map(check),
     })
-    return frame.to_markdown(index=False) + "\n"
+    return markdown(frame) + "\n"
 
 
-__all__ = ["ablation_table", "budget_table", "cells_table", "format_summary_table", "paper_table", "pick_at_budget",
+__all__ = ["ablation_table", "budget_table", "cells_table", "format_summary_table", "markdown", "paper_table", "pick_at_budget",
            "rank_marks", "summary_frame"]
