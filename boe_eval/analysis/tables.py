@@ -71,7 +71,7 @@ def format_summary_table(summaries: Sequence[dict]) -> str:
               f"interval of {metric} (– when it is not a 0/1 score). NFE, forwards, backwards, fwd-equiv "
               "(forwards + 2 x backwards): means per sequence. wall s: seconds of the sampler's whole evaluation "
               "(lm-eval building the requests, decoding every sequence, scoring). agree w/ conf: share of decision "
-              "steps on which the sampler chose what confidence would have (– for confidence itself).")
+              "steps on which the sampler chose the positions confidence would have chosen.")
     lines = [heading, "", markdown(table), "", legend]
     lines += [w for w in (agreement_warning(s) for s in summaries) if w]
     return "\n".join(lines)
