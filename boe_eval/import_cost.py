@@ -8,7 +8,8 @@ CPU, a quarter of a job's time to its first forward (scripts/startup_time.py). `
 tells transformers, before it imports its generation utilities, that scikit-learn is absent. The only other
 reader of that flag in transformers is its deprecated GLUE metrics helpers (`transformers.data.metrics`), which
 boe-eval does not use; libraries that import scikit-learn themselves (lm-eval's metrics) are unaffected. Called by
-the `boe-eval` command only, never on import of the package.
+the `boe-eval` command only, never on import of the package. transformers 5 imports scikit-learn only where it
+uses it and has no such flag: there this does nothing.
 """
 
 from __future__ import annotations
