@@ -161,3 +161,26 @@ def test_prompts_with_room_to_spare_load_no_tokenizer(monkeypatch):
     monkeypatch.setattr(loading, "load_tokenizer", no_tokenizer)
     prompt_lengths.check_prompt_lengths(_cell(gen_length=12))  # 22 bytes + 8 + 12 <= 64
     assert prompt_lengths.job_prompts(_cell(limit=2)) == ["7862140500+2137854497=", "9755908263+3264694736="]
+
+
+def test_rows_md_says_which_cell_each_hash_named_row_file_holds(tmp_path):
+    from boe_eval.analysis.report import write_rows_indexes
+    from boe_eval.store import cell_id, write_cell
+
+    for variant, steps in (("confidence", 4), ("margin", 8)):
+        identity = {"sampler": variant, "steps": steps}
+        cid = cell_id(identity)
+        example = {"row_type": "example", "doc_id": 0, "score": 1.0, "cell_id": cid}
+        summary = {**_summary(variant, 1.0, float(steps)), "n_examples": 1, "steps": steps, "seed": 7, "cell_id": cid,
+                   "sampler.threshold": 0.9 if variant == "margin" else None}
+        write_cell(tmp_path, cid, [example, summary], identity=identity)
+    write_cell(tmp_path, "damaged", [{"row_type": "example"}])  # no summary row: not listed
+    (path,) = write_rows_indexes(tmp_path)
+    assert path == tmp_path / "rows.md"
+    table = [[c.strip() for c in line.strip("|").split("|")] for line in path.read_text().splitlines()
+             if line.startswith("| ") and not line.startswith("| rows file")]
+    expected = sorted([[f"{cell_id({'sampler': 'confidence', 'steps': 4})}.jsonl", "confidence", "–", "tiny_sudoku",
+                        "16", "4", "7", "–", "1", "100.0"],
+                       [f"{cell_id({'sampler': 'margin', 'steps': 8})}.jsonl", "margin", "threshold=0.9", "tiny_sudoku",
+                        "16", "8", "7", "–", "1", "100.0"]])
+    assert table == expected

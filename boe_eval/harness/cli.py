@@ -102,6 +102,9 @@ def run_job(cfg: DictConfig) -> Path:
     print()
     print(table)
     write_text_atomic(results_dir / "summary.md", table + "\n")
+    from boe_eval.analysis.report import write_rows_indexes
+
+    write_rows_indexes(results_dir)  # rows.md: which cell each (hash-named) file in rows/ holds
     if cfg.get("plot", True) and len(summaries) > 0:
         from boe_eval.analysis.plots import plot_summary
 
