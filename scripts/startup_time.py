@@ -11,7 +11,9 @@ Runs the real command in this process and times its pieces by wrapping them (not
               lm-eval building the task and its requests
 
 and prints one JSON line; the process exits at the first forward. Each phase is a wall-clock sum over the
-calls, so on a loaded machine compare runs made side by side.
+calls, so on a loaded machine compare runs made side by side. `cpu_s` is the process's CPU time (user + system)
+to the first forward: the start-up runs on one thread, so it is about what the wall time would be on an idle
+machine. `STARTUP_LABEL` names the run in the output.
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/startup_time.py [boe-eval overrides ...]
 """
@@ -44,7 +46,10 @@ def _report_and_exit(*args, **kwargs) -> None:
     total = time.perf_counter() - START
     phases = {name: round(seconds, 2) for name, seconds in PHASES.items()}
     phases["config"] = round(total - sum(PHASES.values()), 2)
-    print(json.dumps({"boe_eval": os.path.dirname(cli.__file__), "command": "boe-eval " + " ".join(ARGS), "to_first_forward_s": round(total, 2),
+    cpu = time.process_time()
+    print(json.dumps({"version": os.environ.get("STARTUP_LABEL", "current"), "boe_eval": os.path.dirname(cli.__file__),
+                      "command": "boe-eval " + " ".join(ARGS), "to_first_forward_s": round(total, 2),
+                      "cpu_s": round(cpu, 2),
                       **{f"{k}_s": v for k, v in phases.items()},
                       "task_manager_builds": COUNTS["task index"]}), flush=True)
     os._exit(0)
@@ -54,11 +59,18 @@ ARGS = sys.argv[1:] or ["sampler=confidence", "limit=1"]
 
 # --- imports
 import boe_eval.harness.cli as cli  # noqa: E402
+
+try:  # what `boe-eval` (cli.main) does first, where the code measured has it
+    from boe_eval.import_cost import skip_sklearn_in_transformers
+except ImportError:
+    pass
+else:
+    skip_sklearn_in_transformers()
 import lm_eval  # noqa: E402,F401
 import lm_eval.tasks  # noqa: E402
 import torch  # noqa: E402,F401
 import transformers  # noqa: E402,F401
-from transformers import AutoModelForMaskedLM, AutoTokenizer  # noqa: E402,F401  (lazy: ~10 s, scikit-learn)
+from transformers import AutoModelForMaskedLM, AutoTokenizer  # noqa: E402,F401  (lazy: modeling and generation utilities)
 
 import boe_eval.decoding.meter as meter  # noqa: E402
 import boe_eval.harness.evaluate  # noqa: E402,F401

@@ -248,3 +248,29 @@ def test_hydra_task_configs_point_at_existing_tasks_and_metrics(tasks):
         assert cfg["gen_length"] % cfg["block_length"] == 0
         if cfg["lm_eval_task"].endswith(("_d1", "_d1_full")):  # d1: block 32, two tokens per step
             assert (cfg["block_length"], cfg["steps"]) == (32, cfg["gen_length"] // 2)
+
+
+# ------------------------------------------------------------------------------ generated built-in task data
+GENERATED = ["tiny_addition", "tiny_sudoku", "tiny_word_problems", "tiny_addition_choice"]
+
+
+@pytest.mark.parametrize("task", GENERATED)
+def test_generated_task_data_has_sources_stating_its_count_checksum_and_command(task):
+    path = TASKS / task / "data" / "test.jsonl"
+    sources = (TASKS / task / "SOURCES.md").read_text()
+    row = re.search(r"\| data/test\.jsonl \| (\d+) \| ([0-9a-f]{64}) \|", sources)
+    assert row, "SOURCES.md lacks the file's row"
+    assert int(row.group(1)) == len(_records(path))
+    assert row.group(2) == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert re.search(r"`python scripts/(train_tiny\.py \w+ --write-test-set|make_tiny_addition_choice\.py)`", sources)
+
+
+@pytest.mark.parametrize("name", ["addition", "sudoku", "word_problems"])
+def test_generated_tiny_test_sets_are_reproduced_byte_for_byte_by_their_generator(name):
+    import json
+
+    from boe_eval.tiny.registry import get_tiny_task
+
+    task = get_tiny_task(name)
+    written = "".join(json.dumps(doc) + "\n" for doc in task.test_set())  # as train_tiny.py --write-test-set
+    assert written.encode() == (TASKS / task.name / "data" / "test.jsonl").read_bytes()

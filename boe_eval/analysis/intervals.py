@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import stats
 
 CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 2000
@@ -20,6 +19,8 @@ def wilson_ci(successes: int, n: int, confidence: float = CONFIDENCE) -> tuple[f
     """Wilson score interval for a proportion."""
     if n <= 0:
         return (float("nan"), float("nan"))
+    from scipy import stats  # here, not at import: scipy.stats takes seconds and a job's pre-flight needs none of it
+
     ci = stats.binomtest(int(successes), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
     return (float(ci.low), float(ci.high))
 
@@ -31,6 +32,8 @@ def bootstrap_ci(values: Sequence[float], confidence: float = CONFIDENCE, seed: 
         return (float("nan"), float("nan"))
     if np.all(data == data[0]):
         return (float(data[0]), float(data[0]))
+    from scipy import stats
+
     res = stats.bootstrap((data,), np.mean, confidence_level=confidence, n_resamples=BOOTSTRAP_RESAMPLES,
                           method="percentile", rng=np.random.default_rng(seed))
     return (float(res.confidence_interval.low), float(res.confidence_interval.high))

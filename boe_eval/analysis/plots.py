@@ -14,8 +14,24 @@ import matplotlib.ticker  # noqa: E402
 from boe_eval.compute_axes import X_AXES  # noqa: E402
 
 
+def plot_summary(summaries: Sequence[dict], results_dir: str | Path, compute: str = "nfe") -> Path:
+    """A job's plot in `results_dir`, named after what it shows: `<task>_<metric>_vs_<compute>.png` (score
+    against mean compute per sequence) or, when every sampler spent the same compute,
+    `<task>_<metric>_by_sampler.png` (bars)."""
+    first = summaries[0]
+    metric = str(first.get("primary_metric") or "score")
+    same = len({round(float(r.get(compute) or 0), 6) for r in summaries}) == 1
+    name = f"{first.get('task')}_{metric}_" + ("by_sampler" if same else f"vs_{compute}")
+    return plot_score_vs_compute(summaries, Path(results_dir) / f"{_file_safe(name)}.png", compute)
+
+
+def _file_safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
+
+
 def plot_score_vs_compute(summaries: Sequence[dict], path: str | Path, compute: str = "nfe") -> Path:
-    """Score (%) with its 95% interval against mean compute per sequence, one point per sampler."""
+    """Score (%) with its 95% interval against mean compute per sequence, one point per sampler (bars when
+    every sampler spent the same compute). The title names the model, the task and n."""
     path = Path(path)
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     label = {"nfe": "NFE per sequence (denoiser calls)", "forward_equivalents": "forward-equivalents per sequence",
@@ -26,22 +42,24 @@ def plot_score_vs_compute(summaries: Sequence[dict], path: str | Path, compute: 
         ys = [100 * r["score"] for r in summaries]
         errs = [[y - 100 * (r.get("score_ci_low") if r.get("score_ci_low") is not None else r["score"]) for y, r in zip(ys, summaries)],
                 [100 * (r.get("score_ci_high") if r.get("score_ci_high") is not None else r["score"]) - y for y, r in zip(ys, summaries)]]
+        errs = [[0.0 if e != e else e for e in side] for side in errs]  # no interval (NaN): no bar
         ax.bar(names, ys, yerr=errs, capsize=4, color=[f"C{i}" for i in range(len(names))], alpha=0.85)
-        for i, y in enumerate(ys):
-            ax.annotate(f"{y:.1f}", (i, y), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=8)
+        for i, y in enumerate(ys):  # the value above its interval, not on the error bar
+            ax.annotate(f"{y:.1f}", (i, y + errs[1][i]), textcoords="offset points", xytext=(0, 3), ha="center",
+                        fontsize=8)
         ax.grid(alpha=0.3, axis="y")
-        return _finish(fig, ax, summaries[0], f"sampler (all at {float(summaries[0].get(compute)):g} {label}; bars: 95% CI)", path)
+        return _finish(fig, ax, summaries, f"sampler (all at {float(summaries[0].get(compute)):g} {label}; bars: 95% CI)", path)
     for row in summaries:
         x, y = row.get(compute), 100 * row["score"]
         lo, hi = row.get("score_ci_low"), row.get("score_ci_high")
         yerr = None
-        if lo is not None and hi is not None:
+        if lo is not None and hi is not None and lo == lo and hi == hi:
             yerr = [[y - 100 * lo], [100 * hi - y]]
         ax.errorbar([x], [y], yerr=yerr, fmt="o", capsize=3, label=_name(row))
         ax.annotate(_name(row), (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
-    return _finish(fig, ax, summaries[0], label, path)
+    return _finish(fig, ax, summaries, label, path)
 
 
 def _name(summary: dict) -> str:
@@ -49,11 +67,14 @@ def _name(summary: dict) -> str:
     return str(summary.get("variant") or summary["sampler"])
 
 
-def _finish(fig, ax, first: dict, xlabel: str, path: Path) -> Path:
-    """Axis labels and title from the run's summary row; save and close."""
+def _finish(fig, ax, summaries: Sequence[dict], xlabel: str, path: Path) -> Path:
+    """Axis labels and a title naming the model, the task and n from the summary rows; save and close."""
+    first = summaries[0]
+    ns = sorted({int(r.get("n_examples") or 0) for r in summaries})
+    n_text = f"n={ns[0]}" if len(ns) == 1 else f"n={ns[0]}-{ns[-1]}"
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(f"{first.get('primary_metric', 'score')} (%)")
-    ax.set_title(f"{first.get('task')} - {first.get('model')}", fontsize=9)
+    ax.set_ylabel(f"{first.get('primary_metric', 'score')} (%), 95% Wilson CI")
+    ax.set_title(f"model {first.get('model')} on task {first.get('task')} ({n_text} examples per sampler)", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

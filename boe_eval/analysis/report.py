@@ -27,6 +27,45 @@ def default_x(points) -> str:
     return AXIS_COLUMN.get(str(axes[0]), "nfe") if len(axes) == 1 else "nfe"
 
 
+def rows_index(rows_dir: Path) -> str | None:
+    """`rows.md` next to `rows/`: which cell each row file holds (row files are named by the hash of their settings). One
+    line per complete cell, from its summary row; None when the folder holds none."""
+    import pandas as pd
+
+    from boe_eval.analysis.tables import MISSING, _pct, markdown
+    from boe_eval.store import verify_file
+
+    lines = []
+    for path in sorted(rows_dir.glob("*.jsonl")):
+        check = verify_file(path)
+        summary = next((r for r in check.rows or [] if r.get("row_type") == "summary"), None) if check.ok else None
+        if summary is None:
+            continue
+        params = ", ".join(f"{k.removeprefix('sampler.')}={v}" for k, v in sorted(summary.items())
+                           if k.startswith("sampler.") and v is not None)
+        lines.append({"rows file": path.name, "variant": summary.get("variant") or summary.get("sampler"),
+                      "sampler params": params or MISSING, "task": summary.get("task"),
+                      "L": summary.get("gen_length"), "steps": summary.get("steps"), "seed": summary.get("seed"),
+                      "budget": MISSING if summary.get("budget") is None else f"{float(summary['budget']):g}",
+                      "n": summary.get("n_examples"), "score %": _pct(summary.get("score"))})
+    if not lines:
+        return None
+    return ("# Row files (`rows/`)\n\nEach file holds one cell (its examples, its summary row, a completion record); its name is "
+            "the hash of the cell's settings. Written by boe-report / boe-eval.\n\n"
+            + markdown(pd.DataFrame(lines)) + "\n")
+
+
+def write_rows_indexes(results_dir: str | Path) -> list[Path]:
+    """A `rows.md` next to every `rows/` folder under `results_dir` saying which cell each of its files holds (beside
+    the folder, not in it: `rows/` holds only cell files and their locks)."""
+    written = []
+    for rows_dir in sorted({p.parent for p in Path(results_dir).rglob("rows/*.jsonl")}):
+        text, path = rows_index(rows_dir), rows_dir.parent / "rows.md"
+        if text is not None and not (path.is_file() and path.read_text() == text):  # a rerun that adds nothing
+            written.append(_write(path, text))  # leaves the rows folder untouched
+    return written
+
+
 def write_report(
     results_dir: str | Path,
     out_dir: str | Path | None = None,
@@ -56,6 +95,8 @@ def write_report(
         _write(out / "table_ablation.tex", ablation_table(points, "tex")),
     ]
     written.append(_write(out / "points.csv", points.to_csv(index=False)))
+    if out_dir is None or Path(out_dir).resolve() == Path(results_dir).resolve():
+        written.extend(write_rows_indexes(results_dir))
     if plot:
         with _reproducible_dates():
             written += plot_pareto(points, out / f"pareto_{x}", x=x)

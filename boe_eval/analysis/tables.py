@@ -38,16 +38,27 @@ CORPUS_COLUMNS = {"metric.mauve": "MAUVE", "metric.gen_ppl": "GenPPL", "metric.e
 
 
 def format_summary_table(summaries: Sequence[dict]) -> str:
-    """Markdown table: score (%) [95% CI], NFE, forwards, backwards, forward-equivalents, wall time."""
+    """Markdown summary of one job: a heading line (model, task, n, decoding settings), one table row per
+    sampler (primary score with its 95% Wilson interval, the task's other metrics, mean compute per
+    sequence, wall time, the row file) and a legend saying what each column is."""
     df = summary_frame(summaries)
     if df.empty:
         return "(no results)"
+    first = df.iloc[0]
+    metric = str(first.get("primary_metric") or "score")
+    secondary = [c for c in df.columns if c.startswith("metric.") and c != f"metric.{metric}" and df[c].notna().any()]
+    n_values = sorted({int(n) for n in df["n_examples"]})
+    n_text = str(n_values[0]) if len(n_values) == 1 else f"{n_values[0]}-{n_values[-1]}"
+    heading = (f"model={first.get('model')} task={first.get('task')} metric={metric} n={n_text} examples per sampler "
+               f"gen_length={first.get('gen_length')} steps={first.get('steps')} block_length={first.get('block_length')}")
     table = pd.DataFrame(
         {
             "sampler": df["variant"].fillna(df["sampler"]) if "variant" in df else df["sampler"],
             "n": df["n_examples"].astype(int),
-            "score %": df["score"].map(_pct),
+            f"{metric} %": df["score"].map(_pct),
             "95% CI": [_ci_text(lo, hi) for lo, hi in zip(df["score_ci_low"], df["score_ci_high"])],
+            **{f"{c.removeprefix('metric.')} %" if _is_fraction(df[c]) else c.removeprefix("metric."):
+               df[c].map(_pct if _is_fraction(df[c]) else _num) for c in secondary},
             "NFE": df["nfe"].map(_num),
             "forwards": df["forwards"].map(_num),
             "backwards": df["backwards"].map(_num),
@@ -62,22 +73,50 @@ def format_summary_table(summaries: Sequence[dict]) -> str:
             table[title] = df[column].map(lambda v: _num(v, 3))
     if "remasked" in df and (df["remasked"].fillna(0) > 0).any():
         table["remasked"] = df["remasked"].map(lambda v: _num(v, 0))
-    lines = [table.to_markdown(index=False)]
+    if "cell_id" in df:
+        table["rows file"] = df["cell_id"].map(lambda c: f"rows/{c}.jsonl" if isinstance(c, str) else MISSING)
+    legend = ("n: examples scored per sampler. %: mean over the n examples, in percent; 95% CI: Wilson score "
+              f"interval of {metric} (– when it is not a 0/1 score). NFE, forwards, backwards, fwd-equiv "
+              "(forwards + 2 x backwards): means per sequence. wall s: seconds of the sampler's whole evaluation "
+              "(lm-eval building the requests, decoding every sequence, scoring). agree w/ conf: share of decision "
+              "steps on which the sampler chose the positions confidence would have chosen.")
+    lines = [heading, "", markdown(table), "", legend]
     lines += [w for w in (agreement_warning(s) for s in summaries) if w]
     return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------- helpers
+#: how every table shows a value it does not have
+MISSING = "–"
+
+
+def _is_fraction(values: pd.Series) -> bool:
+    """Whether a metric column holds fractions in [0, 1] (then shown in percent)."""
+    numbers = pd.to_numeric(values, errors="coerce").dropna()
+    return bool(len(numbers)) and bool(((numbers >= 0) & (numbers <= 1)).all())
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    """A Markdown table of already formatted cells, shown as formatted: tabulate would re-parse number-like text
+    ("85.0" -> "85", "6.0" -> "6"), so parsing is off; columns of numbers are right-aligned."""
+    def numeric(column: pd.Series) -> bool:
+        texts = [str(v) for v in column if str(v) != MISSING]
+        return bool(texts) and all(pd.notna(pd.to_numeric(t, errors="coerce")) for t in texts)
+
+    aligned = ["right" if numeric(frame[c]) else "left" for c in frame.columns]
+    return frame.to_markdown(index=False, disable_numparse=True, colalign=aligned)
+
+
 def _pct(x) -> str:
-    return "n/a" if pd.isna(x) else f"{100 * float(x):.1f}"
+    return MISSING if x is None or pd.isna(x) else f"{100 * float(x):.1f}"
 
 
 def _num(x, digits: int = 1) -> str:
-    return "–" if x is None or pd.isna(x) else f"{float(x):.{digits}f}"
+    return MISSING if x is None or pd.isna(x) else f"{float(x):.{digits}f}"
 
 
 def _ci_text(lo, hi) -> str:
-    return "n/a" if pd.isna(lo) or pd.isna(hi) else f"[{_pct(lo)}, {_pct(hi)}]"
+    return MISSING if lo is None or hi is None or pd.isna(lo) or pd.isna(hi) else f"[{_pct(lo)}, {_pct(hi)}]"
 
 
 def _budget_text(b) -> str:
@@ -150,7 +189,7 @@ def _variants(points: pd.DataFrame) -> list[str]:
 
 def _render(frame: pd.DataFrame, style: str, caption: str) -> str:
     if style == "md":
-        return f"{caption}\n\n" + frame.to_markdown(index=False) + "\n"
+        return f"{caption}\n\n" + markdown(frame) + "\n"
     body = frame.to_latex(index=False, escape=False, column_format="l" + "c" * (frame.shape[1] - 1))
     return f"% {caption}\n" + body
 
@@ -277,8 +316,8 @@ def cells_table(points: pd.DataFrame) -> str:
         "wall s": points["wall_time_s"].map(_num),
         "within 1 step": points["sweep.within_one_step"].map(check),
     })
-    return frame.to_markdown(index=False) + "\n"
+    return markdown(frame) + "\n"
 
 
-__all__ = ["ablation_table", "budget_table", "cells_table", "format_summary_table", "paper_table", "pick_at_budget",
+__all__ = ["ablation_table", "budget_table", "cells_table", "format_summary_table", "markdown", "paper_table", "pick_at_budget",
            "rank_marks", "summary_frame"]

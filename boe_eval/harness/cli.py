@@ -105,16 +105,18 @@ def run_job(job: JobSpec | DictConfig) -> Path:
         return results_dir
     table = format_summary_table(summaries)
     print()
-    print(f"model={specs[0][0].model_name} task={specs[0][0].task} metric={specs[0][0].primary_metric} "
-          f"gen_length={specs[0][0].gen_length} steps={specs[0][0].steps} block_length={specs[0][0].block_length}")
     print(table)
     write_text_atomic(results_dir / "summary.md", table + "\n")
-    if job.plot and len(summaries) > 0:
-        from boe_eval.analysis.plots import plot_score_vs_compute
+    from boe_eval.analysis.report import write_rows_indexes
 
-        plot_path = plot_score_vs_compute(summaries, results_dir / "score_vs_nfe.png")
+    write_rows_indexes(results_dir)  # rows.md: which cell each (hash-named) file in rows/ holds
+    if job.plot and len(summaries) > 0:
+        from boe_eval.analysis.plots import plot_summary
+
+        plot_path = plot_summary(summaries, results_dir)
         print(f"[boe-eval] plot: {plot_path}")
-    print(f"[boe-eval] results: {results_dir} ({len(read_rows(results_dir))} rows in {results_dir / 'rows'})")
+    print(f"[boe-eval] results: {results_dir} ({len(read_rows(results_dir))} rows in {results_dir / 'rows'}); "
+          f"a rerun with output_dir={results_dir} skips the finished cells")
     return results_dir
 
 
@@ -158,12 +160,19 @@ def check(job: JobSpec) -> None:
 
         plan_sweep(job, seconds_per_forward=1.0)  # (a wall-time sweep's real calibration comes later)
     else:
-        build_specs(job)
+        from boe_eval.harness.prompt_lengths import check_prompt_lengths
+
+        # a prompt too long for the model: here, not at its first batch (every sampler of a job decodes the same
+        # prompts with the same model and gen_length, so the first spec stands for all)
+        check_prompt_lengths(build_specs(job)[0][0])
 
 
 def main() -> None:
     if not {"--help", "-h", "--hydra-help"} & set(sys.argv[1:]):  # help needs neither pre-flight nor torch
+        from boe_eval.import_cost import skip_sklearn_in_transformers
         from boe_eval.store import print_store_warnings
+
+        skip_sklearn_in_transformers()  # ~1.5 s of CPU at start-up that decoding never uses
         from boe_eval.harness.schema import preflight
 
         print_store_warnings("boe-eval")  # a damaged cell: one warning line, then it is recomputed
