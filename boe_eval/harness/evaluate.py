@@ -77,7 +77,7 @@ class CellSpec:
 
 #: model types (config.json, lower case) whose denoiser takes the diffusion time: MDLM (boe_eval.models.mdlm) and the
 #: exact oracles, whose conditionals do not depend on it and which accept it (boe_eval.oracles.base)
-TIME_CONDITIONED_MODEL_TYPES = frozenset({"mdlm", "boe_oracle"})
+TIME_CONDITIONED_MODEL_TYPES = frozenset({"mdlm", "sedd", "boe_oracle"})
 
 
 def check_sampler_fits_model(sampler: Sampler, model_path: str) -> None:
