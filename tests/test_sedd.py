@@ -147,3 +147,24 @@ def test_boe_eval_runs_end_to_end_on_the_stand_in(sedd_dir, tmp_path):
     examples = [r for r in rows if r.get("row_type") == "example"]
     assert len(examples) == 2 and all(r["model_family"] == "sedd" for r in examples)
     assert "mauve" in proc.stdout.lower() or "mauve" in (proc.stdout + proc.stderr).lower()
+
+
+def test_table4_sedd_sweep_plans_the_sedd_row(sedd_dir, tmp_path, monkeypatch):
+    """configs/sweep/paper_table4_sedd.yaml: the SEDD row (ancestral, eta = 0) at T = 128, 256, 512 on owt_uncond,
+    beside MDLM's rows (results/paper_table4/sedd_owt)."""
+    monkeypatch.setenv("BOE_UNCOND_REFERENCE", str(Path(__file__).resolve().parents[1] / "tasks" / "uncond_grammar"
+                                                   / "data" / "reference.jsonl"))
+    from hydra import compose, initialize_config_dir
+
+    from boe_eval.harness.cli import CONFIG_DIR
+    from boe_eval.harness.sweep import plan_sweep
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["sweep=paper_table4_sedd", f"model.path={sedd_dir}",
+                                                       "model.device=cpu"])
+    assert cfg.output_dir == "results/paper_table4/sedd_owt"
+    cfg.output_dir = str(tmp_path)
+    cells = plan_sweep(cfg)
+    assert [(c.entry.label, c.spec.sampler, c.spec.steps) for c in cells] == [
+        ("sedd", "remdm_cap", 128), ("sedd", "remdm_cap", 256), ("sedd", "remdm_cap", 512)]
+    assert all(c.spec.sampler_params["eta"] == 0.0 and c.spec.temperature == 1.0 for c in cells)
