@@ -168,3 +168,64 @@ def test_table4_sedd_sweep_plans_the_sedd_row(sedd_dir, tmp_path, monkeypatch):
     assert [(c.entry.label, c.spec.sampler, c.spec.steps) for c in cells] == [
         ("sedd", "remdm_cap", 128), ("sedd", "remdm_cap", 256), ("sedd", "remdm_cap", 512)]
     assert all(c.spec.sampler_params["eta"] == 0.0 and c.spec.temperature == 1.0 for c in cells)
+
+
+def _stub_modules() -> dict:
+    """Test-only stand-ins for what SEDD's transformer.py imports and CPU lacks: einops' `rearrange` for its three
+    patterns, and flash_attn's varlen call as full bidirectional attention over equal-length rows (what SEDD's
+    call computes: seqlens=None, causal=False). `flash_attn.layers` is absent, so SEDD's rotary takes its own
+    torch fallback."""
+    import types
+
+    def rearrange(x, pattern, **kw):
+        if pattern == "b s (three h d) -> b s three h d":
+            return x.view(x.shape[0], x.shape[1], kw["three"], kw["h"], -1)
+        if pattern == "b s ... -> (b s) ...":
+            return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
+        if pattern == "(b s) h d -> b s (h d)":
+            return x.reshape(kw["b"], x.shape[0] // kw["b"], x.shape[1] * x.shape[2])
+        raise NotImplementedError(pattern)
+
+    def varlen(qkv, cu_seqlens, max_seqlen, dropout_p, causal=False):
+        n, _, h, d = qkv.shape
+        q, k, v = qkv.view(n // max_seqlen, max_seqlen, 3, h, d).permute(2, 0, 3, 1, 4)
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        return out.transpose(1, 2).reshape(n, h, d)
+
+    einops = types.ModuleType("einops")
+    einops.rearrange = rearrange
+    flash = types.ModuleType("flash_attn")
+    interface = types.ModuleType("flash_attn.flash_attn_interface")
+    interface.flash_attn_varlen_qkvpacked_func = varlen
+    flash.flash_attn_interface = interface
+    return {"einops": einops, "flash_attn": flash, "flash_attn.flash_attn_interface": interface}
+
+
+def test_restated_network_equals_sedds_own_class(sedd, sedd_dir, monkeypatch):
+    """With $SEDD_REPO naming a checkout of louaaron/Score-Entropy-Discrete-Diffusion: SEDD's own `model.SEDD`
+    takes the stand-in's state dict strictly and gives the same log score (float32, CPU; flash_attn and einops
+    stubbed). Skipped without the checkout (the project does not vendor SEDD's code)."""
+    repo = os.environ.get("SEDD_REPO")
+    if not repo or not (Path(repo) / "model" / "transformer.py").is_file():
+        pytest.skip("set $SEDD_REPO to a checkout of louaaron/Score-Entropy-Discrete-Diffusion")
+    pytest.importorskip("omegaconf")
+    pytest.importorskip("huggingface_hub")
+    for name, module in _stub_modules().items():
+        monkeypatch.setitem(sys.modules, name, module)
+    for name in [m for m in sys.modules if m == "model" or m.startswith("model.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.syspath_prepend(repo)
+    import importlib
+
+    reference_class = importlib.import_module("model.transformer").SEDD
+    config = json.loads((sedd_dir / "config.json").read_text())
+    reference = reference_class(config).eval()
+    reference.load_state_dict(sedd.model.state_dict(), strict=True)
+    ids = torch.randint(0, config["tokens"] + 1, (3, 24), generator=torch.Generator().manual_seed(0))
+    ids[:, ::3] = config["tokens"]
+    sigma = torch.tensor([0.1, 1.0, 6.0])
+    with torch.no_grad():
+        expected, got = reference(ids, sigma).float(), sedd.model(ids, sigma).float()
+    assert torch.allclose(got, expected, atol=1e-5)
+    for name in [m for m in sys.modules if m == "model" or m.startswith("model.")]:
+        del sys.modules[name]
