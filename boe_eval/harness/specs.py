@@ -101,8 +101,9 @@ class CellSpec:
 
 
 #: model types (config.json, lower case) whose denoiser takes the diffusion time: MDLM (boe_eval.models.mdlm) and the
-#: exact oracles, whose conditionals do not depend on it and which accept it (boe_eval.oracles.base)
-TIME_CONDITIONED_MODEL_TYPES = frozenset({"mdlm", "boe_oracle"})
+#: exact oracles, whose conditionals do not depend on it and which accept it (boe_eval.oracles.base), and SEDD
+#: (boe_eval.models.sedd, whose score takes the noise level sigma)
+TIME_CONDITIONED_MODEL_TYPES = frozenset({"mdlm", "boe_oracle", "sedd"})
 
 
 def check_sampler_fits_model(sampler: Sampler, model_path: str) -> None:

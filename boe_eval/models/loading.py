@@ -89,9 +89,12 @@ def read_config(path: str | Path) -> dict:
     if not cfg.is_file():
         raise ConfigError(f"model path {str(path)!r} has no config.json: not a Hugging Face model directory")
     try:
-        return json.loads(cfg.read_text())
+        config = json.loads(cfg.read_text())
     except json.JSONDecodeError as err:
         raise ConfigError(f"{cfg} is not valid JSON ({err.msg} at line {err.lineno})") from None
+    if "model_type" not in config and all(key in config for key in ("tokens", "graph", "noise", "model")):
+        config["model_type"] = "sedd"  # SEDD's Hub config.json is its Hydra config, without a model_type
+    return config
 
 
 def check_model_fits_run(path: str | Path, sampler: str, gen_length: int, block_length: int) -> None:
