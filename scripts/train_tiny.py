@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("task", choices=choices, help="which built-in task to train on")
     parser.add_argument("--steps", type=int, help="optimiser steps (default: the task's)")
     parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", type=float, help="peak learning rate (default: the task's)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core box)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--snapshot-every", type=int, default=0,
@@ -65,6 +66,8 @@ def main(argv: list[str] | None = None) -> None:
     config = replace(config, threads=args.threads, seed=args.seed, snapshot_every=args.snapshot_every)
     if args.steps is not None:
         config = replace(config, steps=args.steps)
+    if args.lr is not None:
+        config = replace(config, lr=args.lr)
     if args.batch_size is not None:
         config = replace(config, batch_size=args.batch_size)
     out = args.out or REPO / "boe_eval" / "tiny" / "checkpoints" / task.name
