@@ -41,17 +41,17 @@ def _compose(overrides):
         return compose(config_name="config", overrides=overrides)
 
 
-def test_default_sweep_composes_on_the_pivot_model_with_the_main_families_at_three_budgets():
+def test_default_sweep_composes_on_the_sudoku_model_with_the_main_families_at_three_budgets():
     cfg = _compose(with_default_job(["output_dir=/tmp/unused"]))
-    assert cfg.model.name == cfg.task.name == "tiny_pivot"
+    assert cfg.model.name == cfg.task.name == "tiny_sudoku"
     cells = plan_sweep(cfg)
     assert {c.entry.name for c in cells} == MAIN_FAMILIES
     budgets = {c.budget for c in cells if c.budget is not None}
     assert len(budgets) >= 3
-    # compute-matched: each budgeted cell plans its budget's NFE (paper accounting)
+    # compute-matched: each budgeted cell plans its budget's NFE within one step's cost (paper accounting)
     for c in cells:
         if c.budget is not None:
-            assert c.assignment.planned_cost == pytest.approx(c.budget)
+            assert abs(c.assignment.planned_cost - c.budget) <= c.assignment.step_cost
     # the one-job form composes the old way
     single = _compose(["sampler=boe"])
     assert single.sampler.name == "boe" and single.get("sweep") is None
