@@ -1,4 +1,4 @@
-"""Built-in tasks beside Sudoku (tiny_addition, tiny_word_problems): generators, held-out splits,
+"""Built-in tasks beside Sudoku (tiny_addition, tiny_word_problems, tiny_pivot): generators, held-out splits,
 metrics on gold and corrupted answers, the registry, training batches and the lm-eval wiring."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from boe_eval.tiny.tokenizer import build_char_tokenizer
 from boe_eval.tiny.training import encode_pairs, mdm_loss
 
 REPO = Path(__file__).resolve().parents[1]
-NEW_TASKS = ("tiny_addition", "tiny_word_problems")
+NEW_TASKS = ("tiny_addition", "tiny_word_problems", "tiny_pivot")
 
 
 def committed(name: str) -> list[dict]:
