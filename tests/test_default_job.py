@@ -1,5 +1,5 @@
 """The default job: `boe-eval` with no sampler/sweep/model/task override runs the compute-matched sweep
-configs/sweep/default.yaml; any of those overrides keeps the one-job behaviour."""
+configs/sweep/default.yaml; any of those overrides (or a layout override) keeps the one-job behaviour."""
 
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ MAIN_FAMILIES = {"confidence", "margin", "random", "eb", "klass", "boe", "lookum
     (["sampler.params.rho=0.5", "sampler=boe"], ["sampler.params.rho=0.5", "sampler=boe"]),
     (["model=tiny_sudoku", "task=tiny_sudoku"], ["model=tiny_sudoku", "task=tiny_sudoku"]),
     (["sweep=tiny_sudoku_nfe"], ["sweep=tiny_sudoku_nfe"]),
+    (["steps=16"], ["steps=16"]),
+    (["gen_length=8", "block_length=8", "steps=4"], ["gen_length=8", "block_length=8", "steps=4"]),
     (["+task.limit=3", "task=tiny_addition"], ["+task.limit=3", "task=tiny_addition"]),
     (["-m", "sampler=confidence,margin"], ["-m", "sampler=confidence,margin"]),
     (["--help"], ["--help"]),

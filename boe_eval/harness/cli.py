@@ -159,15 +159,16 @@ def check(cfg: DictConfig) -> None:
         build_specs(cfg)
 
 
-#: what decides a job: a command line that sets none of these runs the default sweep
-JOB_KEYS = ("sampler", "sweep", "model", "task")
+#: what decides a job: a command line that sets none of these runs the default sweep (the layout keys
+#: too: a sweep derives its own steps, so `boe-eval steps=16` keeps meaning one job with 16 steps)
+JOB_KEYS = ("sampler", "sweep", "model", "task", "steps", "gen_length", "block_length", "temperature")
 DEFAULT_SWEEP = "default"
 
 
 def with_default_job(argv: list[str]) -> list[str]:
     """`boe-eval` with no job override runs the default sweep (configs/sweep/default.yaml): argv plus
-    `sweep=default`. Any override of `sampler`, `sweep`, `model` or `task` (or a help or config-dump
-    flag) leaves argv as it is: one job, or the sweep named."""
+    `sweep=default`. Any override of a key in `JOB_KEYS` (sampler, sweep, model, task, the layout) or a
+    help or config-dump flag leaves argv as it is: one job, or the sweep named."""
     if {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i"} & set(argv):
         return argv
     keys = {arg.split("=", 1)[0].lstrip("+~").split(".", 1)[0] for arg in argv if not arg.startswith("-")}
