@@ -98,6 +98,10 @@ def test_training_resumes_bit_exactly(tmp_path):
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert [(h["step"], h["loss"], h["val_loss"]) for h in whole["history"]] == \
         [(h["step"], h["loss"], h["val_loss"]) for h in resumed["history"]]
+    with pytest.raises(ValueError, match="stop_at=3 is invalid"):
+        train(task.training_stream(0, set()), validation, config, tmp_path / "bad", gen_length=48, stop_at=3)
+    with pytest.raises(FileNotFoundError, match="no training state"):
+        train(task.training_stream(0, set()), validation, config, tmp_path / "none", gen_length=48, resume=True)
     # and a run that did not resume from the state differs (the check can fail)
     other = train(task.training_stream(1, set()), validation, config, tmp_path / "other", gen_length=48)
     assert other["history"][-1]["loss"] != whole["history"][-1]["loss"]

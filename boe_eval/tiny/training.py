@@ -9,6 +9,7 @@ seconds; the checkpoint kept is the one with the best validation loss.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -152,7 +153,11 @@ def train(
     history = []
     first, elapsed = 1, 0.0
     state_file = out / STATE_FILE
-    if resume and state_file.exists():
+    if stop_at is not None and stop_at < config.steps and stop_at % config.eval_every:
+        raise ValueError(f"stop_at={stop_at} is invalid: it must be a multiple of eval_every={config.eval_every}")
+    if resume and not state_file.exists():
+        raise FileNotFoundError(f"resume: no training state at {state_file}")
+    if resume:
         state = torch.load(state_file, weights_only=False)
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
@@ -190,10 +195,12 @@ def train(
                 model.save_pretrained(out)
                 tokenizer.save_pretrained(out)
             out.mkdir(parents=True, exist_ok=True)
+            partial = state_file.with_suffix(".partial")  # written whole, then renamed: a kill leaves the last one
             torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(),
                         "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "step": step,
                         "best": best, "history": history, "seconds": time.perf_counter() - start},
-                       state_file)
+                       partial)
+            os.replace(partial, state_file)
     best = dict(best)
     best["train_seconds"] = time.perf_counter() - start
     best["last_step"] = last
