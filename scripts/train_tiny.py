@@ -4,6 +4,7 @@
     python scripts/train_tiny.py addition                          # -> boe_eval/tiny/checkpoints/tiny_addition
     python scripts/train_tiny.py sudoku --steps 5 --out /tmp/x     # smoke test
     python scripts/train_tiny.py addition --write-test-set         # regenerate tasks/tiny_addition/data/test.jsonl
+    python scripts/train_tiny.py pivot --stop-at 1000              # a chunk; continue with --resume
 
 Each task's held-out test set (tasks/<name>/data/test.jsonl) and validation set are generated with
 their own seeds; no training prompt equals a test or validation prompt. Training is budgeted in
@@ -37,10 +38,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("task", choices=choices, help="which built-in task to train on")
     parser.add_argument("--steps", type=int, help="optimiser steps (default: the task's)")
     parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", type=float, help="peak learning rate (default: the task's)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core box)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--snapshot-every", type=int, default=0,
                         help="also save the model every N steps (multiple of the evaluation interval) under OUT/snapshots/")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from OUT/train_state.pt (bit-exactly where an uninterrupted run would be)")
+    parser.add_argument("--stop-at", type=int, help="end this chunk after step N (resume later with --resume)")
     parser.add_argument("--out", type=Path, help="checkpoint folder (default boe_eval/tiny/checkpoints/<name>)")
     parser.add_argument("--write-test-set", action="store_true", help="(re)write the committed test set and exit")
     args = parser.parse_args(argv)
@@ -61,12 +66,14 @@ def main(argv: list[str] | None = None) -> None:
     config = replace(config, threads=args.threads, seed=args.seed, snapshot_every=args.snapshot_every)
     if args.steps is not None:
         config = replace(config, steps=args.steps)
+    if args.lr is not None:
+        config = replace(config, lr=args.lr)
     if args.batch_size is not None:
         config = replace(config, batch_size=args.batch_size)
     out = args.out or REPO / "boe_eval" / "tiny" / "checkpoints" / task.name
     stream = task.training_stream(task.train_seed + args.seed, exclude=held_out)
     pairs = [(task.prompt(d), task.answer(d)) for d in validation]
-    best = train(stream, pairs, config, out, gen_length=task.gen_length)
+    best = train(stream, pairs, config, out, gen_length=task.gen_length, resume=args.resume, stop_at=args.stop_at)
     best.update(
         command=" ".join(["python", "scripts/train_tiny.py", *argv]),
         hardware=f"{platform.machine()} CPU, {config.threads} torch thread(s)",

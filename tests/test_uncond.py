@@ -224,3 +224,12 @@ def test_owt_uncond_names_the_missing_path(monkeypatch):
     monkeypatch.setenv("BOE_UNCOND_REFERENCE", "/nonexistent/owt.jsonl")
     with pytest.raises(ConfigError, match="is not a file"):
         task.load()
+
+
+def test_the_shipped_text_model_is_small_documented_and_says_how_it_was_trained():
+    """The built-in text MDM and its scorer stay small (<= 10 MB together) and the model card names the
+    training command that made them."""
+    folder = Path(__file__).resolve().parents[1] / "boe_eval" / "tiny" / "checkpoints" / "tiny_grammar"
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    assert size <= 10 * 2**20
+    assert "scripts/train_tiny_grammar.py" in (folder / "README.md").read_text()

@@ -1,7 +1,8 @@
 """`boe-eval`: the Hydra entry point. Composes model + sampler + task, validates everything before
 loading a model, evaluates each sampler through lm-eval, writes tidy rows, prints a table and a plot.
 
-    boe-eval                                  # default job: built-in model, greedy samplers compared
+    boe-eval                                  # default job: compute-matched sweep (configs/sweep/default.yaml)
+    boe-eval sampler=compare_greedy           # one job: built-in model, greedy samplers compared
     boe-eval sampler=entropy task=countdown   # one sampler
     boe-eval -m sampler=confidence,margin     # Hydra multirun
     boe-eval sweep=<name>                     # a compute-matched sweep (configs/sweep/, harness/sweep/)
@@ -167,7 +168,24 @@ def check(job: JobSpec) -> None:
         check_prompt_lengths(build_specs(job)[0][0])
 
 
+#: what decides a job: a command line that sets none of these runs the default sweep (the layout keys
+#: too: a sweep derives its own steps, so `boe-eval steps=16` keeps meaning one job with 16 steps)
+JOB_KEYS = ("sampler", "sweep", "model", "task", "steps", "gen_length", "block_length", "temperature")
+DEFAULT_SWEEP = "default"
+
+
+def with_default_job(argv: list[str]) -> list[str]:
+    """`boe-eval` with no job override runs the default sweep (configs/sweep/default.yaml): argv plus
+    `sweep=default`. Any override of a key in `JOB_KEYS` (sampler, sweep, model, task, the layout) or a
+    help or config-dump flag leaves argv as it is: one job, or the sweep named."""
+    if {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i"} & set(argv):
+        return argv
+    keys = {arg.split("=", 1)[0].lstrip("+~").split(".", 1)[0] for arg in argv if not arg.startswith("-")}
+    return argv if keys & set(JOB_KEYS) else [*argv, f"sweep={DEFAULT_SWEEP}"]
+
+
 def main() -> None:
+    sys.argv[1:] = with_default_job(sys.argv[1:])
     if not {"--help", "-h", "--hydra-help"} & set(sys.argv[1:]):  # help needs neither pre-flight nor torch
         from boe_eval.import_cost import skip_sklearn_in_transformers
         from boe_eval.store import print_store_warnings

@@ -9,6 +9,7 @@ seconds; the checkpoint kept is the one with the best validation loss.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +22,9 @@ from tqdm.auto import tqdm
 from transformers import BertConfig, BertForMaskedLM
 
 from boe_eval.tiny.tokenizer import build_char_tokenizer
+
+
+STATE_FILE = "train_state.pt"  #: the resumable training state beside the checkpoint (not shipped)
 
 
 @dataclass
@@ -130,10 +134,18 @@ def train(
     gen_length: int | None = None,
     tokenizer=None,
     config_fields: dict | None = None,
+    resume: bool = False,
+    stop_at: int | None = None,
 ) -> dict:
     """Train a BertForMaskedLM MDM on `stream`; save the best-validation-loss checkpoint (+ tokenizer)
     to `out`. Answers are padded with EOS to `gen_length` slots (None: fixed-length answers). `tokenizer`
-    defaults to the character tokenizer; `config_fields` are extra entries of the saved config.json."""
+    defaults to the character tokenizer; `config_fields` are extra entries of the saved config.json.
+
+    Resumable: at every evaluation the whole training state (weights, optimiser, both random
+    generators, step, history) is written to `out/train_state.pt`; `resume=True` continues from it
+    (the first `step * batch_size` items of `stream` are skipped, so a fresh stream with the same seed
+    continues where it stopped) and ends bit-exactly where an uninterrupted run ends. `stop_at` ends
+    this chunk after that step (a multiple of `eval_every`, so the state is saved there)."""
     torch.set_num_threads(config.threads)
     tokenizer = build_char_tokenizer() if tokenizer is None else tokenizer
     model = build_model(tokenizer, config)
@@ -144,8 +156,25 @@ def train(
     val_batch = encode_pairs(tokenizer, validation, gen_length)
     best = {"val_loss": float("inf"), "step": 0}
     history = []
-    start = time.perf_counter()
-    bar = tqdm(range(1, config.steps + 1), desc="training", mininterval=5)
+    first, elapsed = 1, 0.0
+    state_file = out / STATE_FILE
+    if stop_at is not None and stop_at < config.steps and stop_at % config.eval_every:
+        raise ValueError(f"stop_at={stop_at} is invalid: it must be a multiple of eval_every={config.eval_every}")
+    if resume and not state_file.exists():
+        raise FileNotFoundError(f"resume: no training state at {state_file}")
+    if resume:
+        state = torch.load(state_file, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        best, history, elapsed = state["best"], state["history"], state["seconds"]
+        first = state["step"] + 1
+        for _ in range(state["step"] * config.batch_size):
+            next(stream)
+    last = min(config.steps, stop_at or config.steps)
+    start = time.perf_counter() - elapsed
+    bar = tqdm(range(first, last + 1), desc="training", mininterval=5)
     for step in bar:
         model.train()
         for group in optimiser.param_groups:
@@ -155,7 +184,7 @@ def train(
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-        if step % config.eval_every == 0 or step == config.steps:
+        if step % config.eval_every == 0 or step == last:
             model.eval()
             with torch.no_grad():
                 val_gen = torch.Generator().manual_seed(12345)  # same masks at every evaluation
@@ -170,7 +199,16 @@ def train(
                 best = {"val_loss": val, "step": step}
                 model.save_pretrained(out)
                 tokenizer.save_pretrained(out)
+            out.mkdir(parents=True, exist_ok=True)
+            partial = state_file.with_suffix(".partial")  # written whole, then renamed: a kill leaves the last one
+            torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(),
+                        "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "step": step,
+                        "best": best, "history": history, "seconds": time.perf_counter() - start},
+                       partial)
+            os.replace(partial, state_file)
+    best = dict(best)
     best["train_seconds"] = time.perf_counter() - start
+    best["last_step"] = last
     best["parameters"] = sum(p.numel() for p in model.parameters())
     best["history"] = history
     return best

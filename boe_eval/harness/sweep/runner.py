@@ -117,6 +117,13 @@ def run_sweep(job: JobSpec | DictConfig) -> Path:
         written = write_report(results_dir, plot=job.plot)
         for path in written:
             print(f"[boe-eval sweep] wrote {path}")
+        table = results_dir / "accuracy_by_budget.md"
+        if table.exists():
+            print()
+            print(table.read_text().rstrip())
+        plots = [p for p in written if p.suffix == ".png"]
+        if plots:
+            print(f"[boe-eval sweep] Pareto plot: {plots[0]}")
     return results_dir
 
 
