@@ -196,3 +196,49 @@ def test_a_model_without_the_capability_is_refused(dream):  # noqa: F811
         MeteredDenoiser(dream, Meter(1), cache="dual")
     with pytest.raises(ConfigError, match="cache='full' is invalid"):
         MeteredDenoiser(dream, Meter(1), cache="full")
+
+
+# ----------------------------------------------------------------------------------- run spec and sweep
+def _compose(overrides):
+    from hydra import compose, initialize_config_dir
+
+    from boe_eval.harness.cli import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+def test_the_cache_is_part_of_a_cell_only_when_it_is_on():
+    """cache=none keeps the identity (store hash) every existing cell has; prefix/dual are other experiments."""
+    from boe_eval.harness.specs import build_specs
+
+    base = ["model=tiny_addition", "task=tiny_addition", "sampler=threshold", "block_length=4", "limit=5"]
+    (none, _), = build_specs(_compose(base))
+    (plain, _), = build_specs(_compose(base + ["cache=none"]))
+    (dual, _), = build_specs(_compose(base + ["cache=dual"]))
+    assert "cache" not in none.identity() and none.identity() == plain.identity()
+    assert dual.identity() == {**none.identity(), "cache": "dual"}
+    assert (none.columns()["cache"], dual.columns()["cache"], dual.columns()["variant"]) == ("none", "dual",
+                                                                                          "threshold+dual")
+
+
+def test_bad_cache_values_and_refused_samplers_stop_before_loading():
+    from boe_eval.harness.specs import build_specs
+
+    with pytest.raises(ConfigError, match="cache='full' is invalid"):
+        build_specs(_compose(["model=tiny_addition", "task=tiny_addition", "cache=full"]))
+    with pytest.raises(ConfigError, match="cache=dual does not fit sampler=boe"):
+        build_specs(_compose(["model=tiny_addition", "task=tiny_addition", "sampler=boe", "cache=dual"]))
+
+
+def test_a_sweep_runs_each_decoder_at_each_cache_mode_and_boe_at_none_only():
+    from boe_eval.harness.sweep import plan_sweep
+
+    cells = plan_sweep(_compose(["sweep=tiny_addition_cache"]))
+    variants = {c.spec.columns()["variant"]: c.spec.cache for c in cells}
+    assert variants["confidence"] == "none" and variants["confidence+prefix"] == "prefix"
+    assert variants["threshold+dual"] == "dual" and "boe" in variants
+    assert not any(v.startswith("boe+") for v in variants)
+    assert len({c.spec.identity().__repr__() for c in cells}) == len(cells)
+    with pytest.raises(ConfigError, match="sweep.caches"):
+        plan_sweep(_compose(["sweep=tiny_addition_cache", "sweep.caches=[none,full]"]))
