@@ -1,5 +1,5 @@
 """The approximation error of Fast-dLLM's prefix and dual KV caches against no cache (docs/design.md "KV caches"),
-on the built-in carry-addition MDM and the tiny (random-weight) LLaDA stand-in.
+on the built-in carry-addition MDM and the tiny (random-weight) LLaDA and Dream stand-ins.
 
 For each model, cache mode and sampler (confidence, threshold 0.9), one batch of prompts is decoded with the cache
 and without; reported:
@@ -70,10 +70,10 @@ def builtin_setting():
     return model, prompts, DecodeConfig(gen_length=12, steps=12, block_length=4)
 
 
-def llada_setting(folder):
+def stand_in_setting(folder, kind):
     from fixtures.remote_code import make_remote_code_model
 
-    model = load_denoiser(make_remote_code_model("llada", Path(folder) / "llada"))
+    model = load_denoiser(make_remote_code_model(kind, Path(folder) / kind))
     generator = torch.Generator().manual_seed(0)
     # equal lengths: LLaDA's code ignores the padding mask
     prompts = torch.randint(3, 60, (16, 10), generator=generator).tolist()
@@ -112,7 +112,7 @@ def main() -> None:
     torch.set_num_threads(1)
     rows = []
     with tempfile.TemporaryDirectory() as folder:
-        for setting in (builtin_setting(), llada_setting(folder)):
+        for setting in (builtin_setting(), stand_in_setting(folder, "llada"), stand_in_setting(folder, "dream")):
             for sampler, params in (("confidence", {}), ("threshold", {"threshold": 0.9})):
                 rows += measure(*setting, sampler, params)
     out = Path(args.out)

@@ -123,7 +123,7 @@ class MeteredDenoiser:
             from boe_eval.errors import ConfigError
 
             raise ConfigError(f"cache={self.cache} needs a model whose forward of a part of the canvas can be placed at "
-                              f"its positions (BERT-style masked LMs, LLaDA); {denoiser.name!r} is not one")
+                              f"its positions (BERT-style masked LMs, LLaDA, Dream); {denoiser.name!r} is not one")
         self._block: tuple[int, int] | None = None  #: canvas columns [s, e) of the current block (all rows)
         self._store: LayerStore | None = None  #: keys/values of the block's first forward
         self._store_rows: dict[int, int] = {}  #: canvas row -> its row in the store
@@ -312,21 +312,23 @@ class MeteredDenoiser:
         s, e = self._block
         s = max(s, logits_from)
         e = width if self.cache == "prefix" else min(e, width)
+        fed = max(s - self._denoiser.kv_part_lead, 0)  #: first column fed (Dream: one before s)
+        s = fed + self._denoiser.kv_part_lead
         index = torch.tensor([self._store_rows[int(r)] for r in cache_rows.tolist()], dtype=torch.long)
         mask = attention_mask.bool() if attention_mask is not None else torch.ones_like(input_ids, dtype=torch.bool)
-        key_mask = torch.cat([self._store_mask[index.to(self._store_mask.device), :s].to(mask.device), mask[:, s:e],
-                              self._store_mask[index.to(self._store_mask.device), e:].to(mask.device)], dim=1)
-        part_mask = attention_mask[:, s:e] if attention_mask is not None else None
+        kept = self._store_mask[index.to(self._store_mask.device)].to(mask.device)
+        key_mask = torch.cat([kept[:, :fed], mask[:, fed:e], kept[:, e:]], dim=1)
+        part_mask = attention_mask[:, fed:e] if attention_mask is not None else None
         store_index = index.to(self._store.keys[0].device) if self._store.keys else index
-        with torch.no_grad(), reusing(self._store, store_index, s, e, key_mask, self._denoiser.kv_rope_shift) as calls:
-            part = self._denoiser.part_logits(input_ids[:, s:e], part_mask, s)
+        with torch.no_grad(), reusing(self._store, store_index, fed, e, key_mask, self._denoiser.kv_rope_shift) as calls:
+            part = self._denoiser.part_logits(input_ids[:, fed:e], part_mask, fed)
         if not calls[0]:
             raise RuntimeError(f"{self.name}: the KV cache intercepted no attention call (the model does not compute "
                                "attention with torch.nn.functional.scaled_dot_product_attention)")
         logits = self._store_logits[index.to(self._store_logits.device)].clone()
         logits[:, s - logits_from:e - logits_from] = part.to(logits.dtype)
         seconds = time.perf_counter() - start_time
-        tokens = mask[:, s:e].sum(dim=1).cpu()
+        tokens = mask[:, fed:e].sum(dim=1).cpu()
         model = flop_model(self._denoiser)
         flops = None if model is None else model.forward_flops(tokens, key_mask.sum(dim=1).cpu(), tokens)
         self.meter.record_forward(rows, tokens, seconds, flops=flops)

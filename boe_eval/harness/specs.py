@@ -136,14 +136,22 @@ def check_sampler_fits_model(sampler: Sampler, model_path: str) -> None:
         )
 
 
-def check_cache_fits(sampler: Sampler, cache: str) -> None:
+def check_cache_fits(sampler: Sampler, cache: str, model_path: str) -> None:
     """Before loading: a KV cache serves no-grad forwards of token ids only, so a sampler whose prediction is a
-    forward with gradients (BoE's surrogate) is refused with cache=prefix|dual (docs/design.md "KV caches")."""
-    from boe_eval.models.kv_cache import cache_refusal
+    forward with gradients (BoE's surrogate) or a 4-D-mask forward (WINO) is refused with cache=prefix|dual, and so
+    is a model whose denoiser cannot place a part of the canvas at its positions (docs/design.md "KV caches")."""
+    from boe_eval.models.kv_cache import KV_CACHE_MODEL_TYPES, cache_refusal
+    from boe_eval.models.loading import read_config
 
     reason = cache_refusal(sampler, cache)
     if reason:
         raise ConfigError(reason)
+    if cache != "none":
+        model_type = str(read_config(model_path).get("model_type", "")).lower()
+        if model_type not in KV_CACHE_MODEL_TYPES:
+            raise ConfigError(f"cache={cache} needs a model whose forward of a part of the canvas can be placed at its "
+                              f"positions and model.path={model_path} is a {model_type or 'masked LM'!r} model: models "
+                              f"with one are {', '.join(sorted(KV_CACHE_MODEL_TYPES))} (e.g. model=tiny_addition)")
 
 
 def as_job(job: JobSpec | DictConfig) -> JobSpec:
@@ -191,7 +199,7 @@ def cell_spec(job: JobSpec, sampler: str, params: dict[str, Any] | None = None, 
     check_sampler_params(sampler, params)
     built = build_sampler(sampler, **params)
     check_sampler_fits_model(built, job.model.path)  # e.g. ReMDM sigma-schedules on LLaDA: before loading
-    check_cache_fits(built, job.cache)
+    check_cache_fits(built, job.cache, job.model.path)
     gen_length, job_steps, block_length = job.layout
     check_model_fits_run(job.model.path, sampler, gen_length, block_length)  # e.g. DiffusionGemma's canvas
     spec = CellSpec(

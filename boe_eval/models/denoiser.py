@@ -250,6 +250,9 @@ class Denoiser:
 
     #: (q, k, s) -> q, k rotated on by s positions, for RoPE models whose code numbers a forward's positions from 0
     kv_rope_shift = None
+    #: columns left of the first position whose logits a part forward must give that it also feeds (Dream: 1, its
+    #: logits at i come from the hidden state at i - 1); `part_logits` returns logits from `start + kv_part_lead` on
+    kv_part_lead: int = 0
 
     def part_logits(self, input_ids: Tensor, attention_mask: Tensor | None, start: int) -> Tensor:
         """Logits [b, n, V] of a forward of the canvas columns [start, start + n) alone (the KV cache puts the kept

@@ -28,6 +28,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 CACHE_MODES = ("none", "prefix", "dual")
+#: model types (config.json, lower case) whose denoiser serves the cache (`Denoiser.supports_kv_cache`): read by the
+#: pre-flight before a model loads
+KV_CACHE_MODEL_TYPES = frozenset({"bert", "llada", "dream"})
 
 
 def check_cache_mode(mode: str) -> str:
@@ -130,4 +133,4 @@ def reusing(store: LayerStore, index: Tensor, start: int, end: int, key_mask: Te
         F.scaled_dot_product_attention = kernel
 
 
-__all__ = ["CACHE_MODES", "LayerStore", "cache_refusal", "check_cache_mode", "recording", "reusing", "rope_shift"]
+__all__ = ["CACHE_MODES", "KV_CACHE_MODEL_TYPES", "LayerStore", "cache_refusal", "check_cache_mode", "recording", "reusing", "rope_shift"]
