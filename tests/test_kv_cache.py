@@ -172,17 +172,33 @@ def test_every_greedy_sampler_runs_with_the_caches_and_feeds_fewer_tokens(name, 
         assert dual.tokens_processed / dual.forwards <= prefix.tokens_processed / prefix.forwards
 
 
-def test_cache_none_leaves_the_attention_kernel_alone(builtin, monkeypatch):
-    """cache=none takes the plain path: no interception, no part forward (tokens and compute are today's)."""
-    def fail(*_args, **_kwargs):
-        raise AssertionError("part_logits called with cache=none")
+@pytest.mark.parametrize("name", sorted(n for n, (cls, _) in SAMPLERS.items() if not cls.needs_time_conditioning))
+def test_cache_none_takes_the_plain_path_for_every_sampler(name, builtin, monkeypatch):
+    """cache=none never intercepts the attention kernel nor makes a part forward: tokens and metered compute are
+    those of a run that never names the cache (the loop as it was), for every sampler on the built-in model."""
+    import boe_eval.decoding.meter as meter_module
 
+    plain = generate(builtin, _three_prompts(builtin), build_sampler(name), _CONFIG, [3, 4, 5])
+
+    def fail(*_args, **_kwargs):
+        raise AssertionError("the KV cache machinery ran with cache=none")
+
+    for attribute in ("recording", "reusing"):
+        monkeypatch.setattr(meter_module, attribute, fail)
     monkeypatch.setattr(type(builtin), "part_logits", fail)
-    prompts = [builtin.tokenizer("55555+44=", add_special_tokens=False)["input_ids"]]
-    config = DecodeConfig(gen_length=12, steps=6, block_length=4)
-    a = generate(builtin, prompts, build_sampler("confidence"), config, [1])[0]
-    b = generate(builtin, prompts, build_sampler("confidence"), dataclasses.replace(config, cache="none"), [1])[0]
-    assert a.tokens == b.tokens and a.compute() == {**b.compute(), "wall_time_s": a.wall_time_s}
+    off = generate(builtin, _three_prompts(builtin), build_sampler(name), dataclasses.replace(_CONFIG, cache="none"),
+                   [3, 4, 5])
+    for a, b in zip(off, plain):
+        assert a.tokens == b.tokens
+        assert {**a.compute(), "wall_time_s": 0} == {**b.compute(), "wall_time_s": 0}
+
+
+_CONFIG = DecodeConfig(gen_length=12, steps=6, block_length=4)
+
+
+def _three_prompts(model):
+    return [model.tokenizer(t, add_special_tokens=False)["input_ids"]
+            for t in ["1234567890+0987654321=", "55555+44=", "1000000+9000000000="]]
 
 
 @pytest.mark.parametrize("name", ["boe", "wino"])
