@@ -284,3 +284,24 @@ def test_an_unsupported_model_is_refused_before_loading(tmp_path):
     with pytest.raises(ConfigError, match="cache=prefix needs a model .* 'mdlm' model"):
         check_cache_fits(build_sampler("confidence"), "prefix", str(tmp_path))
     check_cache_fits(build_sampler("confidence"), "prefix", "builtin:tiny_addition")
+
+
+@pytest.mark.parametrize("family", ["builtin", "llada", "dream"])
+@pytest.mark.parametrize("cache", ["prefix", "dual"])
+def test_a_right_padded_row_keeps_its_padding_out_of_the_cached_attention(family, cache, request):
+    """A shorter row of the batch (right padding; LLaDA's padding mask injected into the kernel): the cached forward
+    of the unchanged canvas still gives the full forward's logits, and only real positions are metered."""
+    denoiser = _model(family, request)
+    ids = _canvas(denoiser)
+    mask = torch.ones_like(ids)
+    mask[1, 17:] = 0
+    ids[1, 17:] = denoiser.pad_id
+    model = MeteredDenoiser(denoiser, Meter(2), cache=cache)
+    model.start_block(torch.tensor([10, 10]), torch.tensor([14, 14]))
+    with torch.no_grad():
+        first = model.forward([0, 1], ids, attention_mask=mask)
+        again = model.forward([0, 1], ids, attention_mask=mask)
+    torch.testing.assert_close(again[:, 10:14], first[:, 10:14], rtol=0, atol=1e-5)
+    lead = family == "dream"
+    fed = [(20 if cache == "prefix" else 14) - 10 + lead, (17 if cache == "prefix" else 14) - 10 + lead]
+    assert model.meter.tokens.tolist() == [20 + fed[0], 17 + fed[1]]
