@@ -50,6 +50,8 @@ class DecodeConfig:
     #: width only, so a row has the same shapes alone and in a batch. None = LOW_PRECISION_MULTIPLE for 16-bit
     #: float models (where a wider canvas moves logits by a rounding step), 0 (off) otherwise.
     canvas_multiple: int | None = None
+    #: Fast-dLLM KV cache (docs/design.md "KV caches", `boe_eval.models.kv_cache`): "none", "prefix" or "dual"
+    cache: str = "none"
 
     def validate(self) -> tuple[int, int, int]:
         check_temperature(self.temperature)
@@ -160,6 +162,10 @@ def generate(
     if not prompts:
         return []
     check_prompts(denoiser, prompts, config.gen_length)
+    from boe_eval.models.kv_cache import cache_refusal
+
+    if refusal := cache_refusal(sampler, config.cache):
+        raise ConfigError(refusal)
     run = _start(denoiser, prompts, sampler, config, seeds, num_blocks, steps_per_block)
     for block_index in range(num_blocks):
         _decode_block(run, block_index, block_length)
@@ -179,7 +185,7 @@ def _start(denoiser, prompts, sampler, config, seeds, num_blocks, steps_per_bloc
         config=config,
         canvas=canvas,
         meter=meter,
-        model=MeteredDenoiser(denoiser, meter, window),
+        model=MeteredDenoiser(denoiser, meter, window, cache=config.cache),
         generators=[torch.Generator(device=device).manual_seed(int(s)) for s in seeds],
         watcher=StopWatcher(denoiser, config.until, config.stop_on_eos, config.gen_length, batch),
         trajectory=TrajectoryRecorder(batch, config.record_trajectory),
@@ -201,6 +207,7 @@ def _decode_block(run: _Run, block_index: int, block_length: int) -> None:
     schedule (`runs_all_planned_steps`) runs every planned step even once the block is full."""
     canvas, sampler = run.canvas, run.sampler
     block_start, block_end, in_block = canvas.block(block_index, block_length)
+    run.model.start_block(block_start, block_end)  # a KV cache refreshes at the block's first forward
     budgets = sampler.block_budgets((canvas.is_masked & in_block).sum(1), run.steps_per_block)
     planned = budgets.shape[1]
     max_iterations = planned + block_length + 1

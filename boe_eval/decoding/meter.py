@@ -9,6 +9,7 @@ shared equally among the rows that took part in it). Forward-equivalents count a
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from torch import Tensor
 
 from boe_eval.models.denoiser import Denoiser
 from boe_eval.models.flops import flop_model
+from boe_eval.models.kv_cache import LayerStore, check_cache_mode, recording, reusing
 
 
 @dataclass
@@ -111,9 +113,22 @@ class MeteredDenoiser:
     """
 
     def __init__(
-        self, denoiser: Denoiser, meter: Meter, window: StepWindow | None = None, rows_are_canvas_rows: bool = True
+        self, denoiser: Denoiser, meter: Meter, window: StepWindow | None = None, rows_are_canvas_rows: bool = True,
+        cache: str = "none",
     ) -> None:
         self._denoiser = denoiser  # private: every model call goes through forward/grad below
+        #: KV cache mode (`boe_eval.models.kv_cache`): "none", "prefix" or "dual"
+        self.cache = check_cache_mode(cache)
+        if self.cache != "none" and not denoiser.supports_kv_cache:
+            from boe_eval.errors import ConfigError
+
+            raise ConfigError(f"cache={self.cache} needs a model whose forward of a part of the canvas can be placed at "
+                              f"its positions (BERT-style masked LMs, LLaDA, Dream); {denoiser.name!r} is not one")
+        self._block: tuple[int, int] | None = None  #: canvas columns [s, e) of the current block (all rows)
+        self._store: LayerStore | None = None  #: keys/values of the block's first forward
+        self._store_rows: dict[int, int] = {}  #: canvas row -> its row in the store
+        self._store_logits: Tensor | None = None  #: the window's logits of the block's first forward
+        self._store_mask: Tensor | None = None  #: its [b, W] padding mask
         self.meter = meter
         self.window = window if window is not None and window.offset > 0 else None
         self._graph_flops: dict[int, float] = {}  #: meter row -> FLOPs of its last forward with grad
@@ -126,6 +141,14 @@ class MeteredDenoiser:
         """The same model behind another meter (a diagnostic's calls counted apart from the run's); its `rows`
         index `meter`, so window-sized forwards through it pass `canvas_rows`."""
         return MeteredDenoiser(self._denoiser, meter, self.window, rows_are_canvas_rows=False)
+
+    def start_block(self, block_start: Tensor, block_end: Tensor) -> None:
+        """The decoding loop's notice that a block starts (canvas columns per row): with a KV cache, the next
+        forward of the whole canvas is made in full and its keys/values kept for the block's later steps."""
+        if self.cache == "none":
+            return
+        self._block = (int(block_start.min()), int(block_end.max()))
+        self._store, self._store_rows, self._store_logits, self._store_mask = None, {}, None, None
 
     @property
     def offset(self) -> int:
@@ -236,11 +259,19 @@ class MeteredDenoiser:
         input_ids, inputs_embeds, attention_mask, logits_from = self._complete(
             rows, canvas_rows, input_ids, inputs_embeds, attention_mask
         )
-        with torch.set_grad_enabled(grad):
+        cache_rows = self._cache_rows(rows, canvas_rows, input_ids, grad, timestep)
+        if cache_rows is not None and self._store is not None:
+            return self._cached_forward(rows, cache_rows, input_ids, attention_mask, logits_from, start)
+        with torch.set_grad_enabled(grad), (recording(LayerStore()) if cache_rows is not None
+                                            else contextlib.nullcontext()) as store:
             logits = self._denoiser.logits(
                 input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask, timestep=timestep,
                 logits_from=logits_from,
             )
+        if store is not None:  # the block's first forward: its keys/values serve the block's later steps
+            self._store, self._store_logits = store, logits.detach().clone()
+            self._store_rows = {int(r): i for i, r in enumerate(cache_rows.tolist())}
+            self._store_mask = (attention_mask if attention_mask is not None else torch.ones_like(input_ids)).bool()
         seconds = time.perf_counter() - start
         ref = input_ids if input_ids is not None else inputs_embeds[..., 0]
         if attention_mask is not None:
@@ -251,6 +282,56 @@ class MeteredDenoiser:
         if grad and flops is not None:
             self._graph_flops.update(zip(rows.tolist(), flops.tolist()))
         self.meter.record_forward(rows, tokens, seconds, nfe=nfe, flops=flops)
+        return logits
+
+    def _cache_rows(self, rows: Tensor, canvas_rows, input_ids: Tensor | None, grad: bool,
+                    timestep: Tensor | None) -> Tensor | None:
+        """The canvas rows of a forward the KV cache serves (None: a plain forward): token ids of the whole canvas
+        (after `_complete`), no gradient, no time input, a block started; later forwards of the block only for
+        rows the block's first forward kept."""
+        if self.cache == "none" or self._block is None or grad or input_ids is None or timestep is not None:
+            return None
+        if self.window is not None and input_ids.shape[1] != self.window.width:
+            return None
+        canvas = torch.as_tensor(canvas_rows if canvas_rows is not None else rows, dtype=torch.long).cpu()
+        if canvas_rows is None and not self._rows_are_canvas_rows:
+            return None
+        if self._store is not None:
+            width = self._store.keys[0].shape[2] if self._store.keys else -1
+            if input_ids.shape[1] != width or any(int(r) not in self._store_rows for r in canvas.tolist()):
+                return None
+        return canvas
+
+    def _cached_forward(self, rows: Tensor, cache_rows: Tensor, input_ids: Tensor, attention_mask: Tensor | None,
+                        logits_from: int, start_time: float) -> Tensor:
+        """A later step of the block: only the columns [s, W) (prefix) or [s, e) (dual) are fed to the model,
+        their queries attending to the kept keys/values elsewhere. The window's logits outside the forwarded part
+        are those of the block's first forward (what Fast-dLLM's samplers would see; they read only the block).
+        Metered: tokens = the real positions fed; FLOPs for those queries over every real key of the row."""
+        width = input_ids.shape[1]
+        s, e = self._block
+        s = max(s, logits_from)
+        e = width if self.cache == "prefix" else min(e, width)
+        fed = max(s - self._denoiser.kv_part_lead, 0)  #: first column fed (Dream: one before s)
+        s = fed + self._denoiser.kv_part_lead
+        index = torch.tensor([self._store_rows[int(r)] for r in cache_rows.tolist()], dtype=torch.long)
+        mask = attention_mask.bool() if attention_mask is not None else torch.ones_like(input_ids, dtype=torch.bool)
+        kept = self._store_mask[index.to(self._store_mask.device)].to(mask.device)
+        key_mask = torch.cat([kept[:, :fed], mask[:, fed:e], kept[:, e:]], dim=1)
+        part_mask = attention_mask[:, fed:e] if attention_mask is not None else None
+        store_index = index.to(self._store.keys[0].device) if self._store.keys else index
+        with torch.no_grad(), reusing(self._store, store_index, fed, e, key_mask, self._denoiser.kv_rope_shift) as calls:
+            part = self._denoiser.part_logits(input_ids[:, fed:e], part_mask, fed)
+        if not calls[0]:
+            raise RuntimeError(f"{self.name}: the KV cache intercepted no attention call (the model does not compute "
+                               "attention with torch.nn.functional.scaled_dot_product_attention)")
+        logits = self._store_logits[index.to(self._store_logits.device)].clone()
+        logits[:, s - logits_from:e - logits_from] = part.to(logits.dtype)
+        seconds = time.perf_counter() - start_time
+        tokens = mask[:, fed:e].sum(dim=1).cpu()
+        model = flop_model(self._denoiser)
+        flops = None if model is None else model.forward_flops(tokens, key_mask.sum(dim=1).cpu(), tokens)
+        self.meter.record_forward(rows, tokens, seconds, flops=flops)
         return logits
 
     def _forward_flops(self, tokens: Tensor, logits_from: int) -> Tensor | None:

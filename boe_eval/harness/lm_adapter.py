@@ -108,6 +108,7 @@ class BoeLM(LM):
         seed: int = 1234,
         early_stop: bool = False,
         record_trajectory: bool = False,
+        cache: str = "none",
         add_special_tokens: bool = True,
         dtype: str = "float32",
         device: str | None = None,
@@ -160,6 +161,9 @@ class BoeLM(LM):
         self.elbo = dataclasses.replace(self.elbo, max_rows=self.batch_size)  # rows per ELBO forward
         self.seed = int(_coerce(seed))
         self.early_stop = _as_bool(early_stop)
+        from boe_eval.models.kv_cache import check_cache_mode
+
+        self.cache = check_cache_mode(str(cache))
         self.record_trajectory = _as_bool(record_trajectory)
         self.add_special_tokens = _as_bool(add_special_tokens)
         self.progress = _as_bool(progress)
@@ -175,7 +179,7 @@ class BoeLM(LM):
         return cls(denoiser=denoiser, sampler=sampler, gen_length=spec.gen_length, steps=spec.steps,
                    block_length=spec.block_length, temperature=spec.temperature, batch_size=spec.batch_size,
                    seed=spec.seed, early_stop=spec.early_stop, record_trajectory=spec.record_trajectory,
-                   progress=progress)
+                   cache=spec.cache, progress=progress)
 
     # ------------------------------------------------------------------ lm-eval interface
     @property
@@ -300,6 +304,7 @@ class BoeLM(LM):
             until=tuple(until),
             early_stop=self.early_stop,
             record_trajectory=self.record_trajectory,
+            cache=self.cache,
         )
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:

@@ -139,6 +139,8 @@ class JobSpec:
     batch_size: int = _allowed(16, "a positive integer")
     seed: int = _allowed(1234, "an integer in [0, 2**32 - 1] (numpy's seed range)")
     early_stop: bool = _allowed(False, "true or false")
+    #: Fast-dLLM's block-wise KV cache (docs/design.md "KV caches"): none, prefix or dual
+    cache: str = _allowed("none", "none, prefix or dual (Fast-dLLM's KV caches)")
     record_trajectory: bool = _allowed(False, "true or false")
     log_samples: bool = _allowed(False, "true or false")
     plot: bool = _allowed(True, "true or false")
@@ -178,6 +180,9 @@ class JobSpec:
         # temperature and the layout: the decoding loop's own rules, checked here before any model loads
         DecodeConfig(gen_length=self.gen_length, steps=self.steps, block_length=self.block_length,
                      temperature=self.temperature).validate()
+        from boe_eval.models.kv_cache import check_cache_mode
+
+        check_cache_mode(self.cache)
         self.model.check()
         self.sampler.check()
 

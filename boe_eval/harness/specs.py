@@ -38,6 +38,8 @@ class CellSpec:
     batch_size: int = 16
     early_stop: bool = False
     record_trajectory: bool = False
+    #: Fast-dLLM KV cache (`boe_eval.models.kv_cache`): none, prefix or dual
+    cache: str = "none"
     dtype: str = "float32"
     device: str = "cpu"
     include_paths: list[str] = field(default_factory=list)
@@ -65,6 +67,7 @@ class CellSpec:
             "limit": self.limit,
             "early_stop": self.early_stop,
             "dtype": self.dtype,
+            **({"cache": self.cache} if self.cache != "none" else {}),  # (cache=none keeps the identity it had)
             **({"apply_chat_template": True} if self.apply_chat_template else {}),
             **{f"extra.{k}": v for k, v in self.extra.items()},
         }
@@ -90,6 +93,7 @@ class CellSpec:
             "limit": self.limit,
             "batch_size": self.batch_size,
             "early_stop": self.early_stop,
+            "cache": self.cache,
             "apply_chat_template": self.apply_chat_template,
             **self.extra,
         }
@@ -131,6 +135,24 @@ def check_sampler_fits_model(sampler: Sampler, model_path: str) -> None:
             f"a {model_type or 'masked LM'!r} model, which is not: use sampler=remdm_llada (ReMDM for LLaDA-style "
             "models) or an MDLM checkpoint"
         )
+
+
+def check_cache_fits(sampler: Sampler, cache: str, model_path: str) -> None:
+    """Before loading: a KV cache serves no-grad forwards of token ids only, so a sampler whose prediction is a
+    forward with gradients (BoE's surrogate) or a 4-D-mask forward (WINO) is refused with cache=prefix|dual, and so
+    is a model whose denoiser cannot place a part of the canvas at its positions (docs/design.md "KV caches")."""
+    from boe_eval.models.kv_cache import KV_CACHE_MODEL_TYPES, cache_refusal
+    from boe_eval.models.loading import read_config
+
+    reason = cache_refusal(sampler, cache)
+    if reason:
+        raise ConfigError(reason)
+    if cache != "none":
+        model_type = str(read_config(model_path).get("model_type", "")).lower()
+        if model_type not in KV_CACHE_MODEL_TYPES:
+            raise ConfigError(f"cache={cache} needs a model whose forward of a part of the canvas can be placed at its "
+                              f"positions and model.path={model_path} is a {model_type or 'masked LM'!r} model: models "
+                              f"with one are {', '.join(sorted(KV_CACHE_MODEL_TYPES))} (e.g. model=tiny_addition)")
 
 
 def as_job(job: JobSpec | DictConfig) -> JobSpec:
@@ -178,6 +200,7 @@ def cell_spec(job: JobSpec, sampler: str, params: dict[str, Any] | None = None, 
     check_sampler_params(sampler, params)
     built = build_sampler(sampler, **params)
     check_sampler_fits_model(built, job.model.path)  # e.g. ReMDM sigma-schedules on LLaDA: before loading
+    check_cache_fits(built, job.cache, job.model.path)
     gen_length, job_steps, block_length = job.layout
     check_model_fits_run(job.model.path, sampler, gen_length, block_length)  # e.g. DiffusionGemma's canvas
     spec = CellSpec(
@@ -202,7 +225,8 @@ def cell_spec(job: JobSpec, sampler: str, params: dict[str, Any] | None = None, 
         include_paths=list(job.task.include_paths),
         confirm_run_unsafe_code=job.confirm_run_unsafe_code,
         apply_chat_template=job.model.chat_template,
-        label=label,
+        cache=job.cache,
+        label=label if job.cache == "none" else f"{label or sampler}+{job.cache}",
         extra=dict(extra or {}),
     )
     return spec, built

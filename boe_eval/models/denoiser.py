@@ -241,6 +241,27 @@ class Denoiser:
         out = self.model(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask)
         return out.logits
 
+    # ----------------------------------------------------------------------------- KV cache (models/kv_cache.py)
+    @property
+    def supports_kv_cache(self) -> bool:
+        """True if a forward of the columns [s, e) alone can be placed at its true positions (`part_logits`):
+        BERT-style models (absolute positions via `position_ids`) and LLaDA (RoPE shifted by `kv_rope_shift`)."""
+        return self.supports_4d_mask
+
+    #: (q, k, s) -> q, k rotated on by s positions, for RoPE models whose code numbers a forward's positions from 0
+    kv_rope_shift = None
+    #: columns left of the first position whose logits a part forward must give that it also feeds (Dream: 1, its
+    #: logits at i come from the hidden state at i - 1); `part_logits` returns logits from `start + kv_part_lead` on
+    kv_part_lead: int = 0
+
+    def part_logits(self, input_ids: Tensor, attention_mask: Tensor | None, start: int) -> Tensor:
+        """Logits [b, n, V] of a forward of the canvas columns [start, start + n) alone (the KV cache puts the kept
+        keys/values around them): here with `position_ids` start..start + n - 1."""
+        positions = torch.arange(start, start + input_ids.shape[1], device=input_ids.device)[None].expand_as(input_ids)
+        with self._padding_injection(attention_mask):
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions)
+        return out.logits
+
     @property
     def supports_4d_mask(self) -> bool:
         """True if `masked_logits` can run: the model takes a per-query attention mask and position ids."""

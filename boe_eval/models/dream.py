@@ -97,6 +97,21 @@ class DreamDenoiser(Denoiser):
         raw = self.raw_logits(input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask)
         return shift_to_token_alignment(raw, attention_mask)
 
+    @property
+    def supports_kv_cache(self) -> bool:
+        """Dream takes `position_ids`, so a part of the canvas is placed at its positions; a part forward feeds one
+        column more on the left (`kv_part_lead`): token i is predicted from the hidden state at i - 1."""
+        return type(self) is DreamDenoiser
+
+    kv_part_lead = 1
+
+    def part_logits(self, input_ids: Tensor, attention_mask: Tensor | None, start: int) -> Tensor:
+        """Token-aligned logits of positions [start + 1, start + n) from a forward of the columns [start, start + n)
+        at positions start.. (the cache supplies the other keys and the key-padding mask)."""
+        positions = torch.arange(start, start + input_ids.shape[1], device=input_ids.device)[None].expand_as(input_ids)
+        out = self.model(input_ids=input_ids, position_ids=positions, return_dict=True)
+        return out.logits[:, :-1]
+
     def head_positions(self, tokens: Tensor, logits_from: int) -> Tensor:
         """One more than the window: its first token is predicted by the raw position before it."""
         if logits_from == 0:

@@ -61,6 +61,22 @@ class LLaDADenoiser(Denoiser):
         applied with `F.linear` when `weight_tying`) runs on the window only."""
         return self.transformer.ln_f, "output"
 
+    @property
+    def supports_kv_cache(self) -> bool:
+        """LLaDA's code rotates positions 0..n-1 of a forward without `past_key_values`; the cache rotates the fresh
+        queries and keys on by the part's start (`kv_rope_shift`), with the config's `rope_theta`."""
+        return type(self) is LLaDADenoiser and getattr(self.model.config, "rope", True) is not False
+
+    @property
+    def kv_rope_shift(self):
+        from boe_eval.models.kv_cache import rope_shift
+
+        return rope_shift(float(getattr(self.model.config, "rope_theta", 10000.0)))
+
+    def part_logits(self, input_ids: Tensor, attention_mask: Tensor | None, start: int) -> Tensor:
+        with self._padding_injection(attention_mask):
+            return self._forward(input_ids, None, attention_mask, None)
+
     def _forward(
         self,
         input_ids: Tensor | None,

@@ -38,6 +38,9 @@ class SweepConfig:
     seeds: list[int]
     only_sampler: str | None = None
     only_budget: float | None = None
+    #: KV cache modes to run every sampler at (`sweep.caches`; None: the job's `cache`); a sampler the cache does
+    #: not serve (BoE, WINO: `kv_cache.cache_refusal`) runs at none only
+    caches: list[str] | None = None
 
 
 def _plain(node: Any) -> Any:
@@ -106,7 +109,15 @@ def read_sweep(job: JobSpec | DictConfig) -> SweepConfig:
     only_budget = only.get("budget")
     if only_budget is not None and only_budget not in budgets:
         raise ConfigError(f"sweep.only.budget={only_budget!r} is not in this sweep: its budgets are {budgets}")
+    caches = raw.get("caches")
+    if caches is not None:
+        from boe_eval.models.kv_cache import CACHE_MODES
+
+        if not isinstance(caches, list) or not caches or any(c not in CACHE_MODES for c in caches):
+            raise ConfigError(f"sweep.caches={caches!r} is invalid: give a list of {', '.join(CACHE_MODES)} "
+                              "(or leave it out for the cache key)")
     return SweepConfig(str(name), axis, list(budgets), entries, list(seeds),
-                       None if only_sampler is None else str(only_sampler), only_budget)
+                       None if only_sampler is None else str(only_sampler), only_budget,
+                       None if caches is None else [str(c) for c in caches])
 
 
