@@ -61,11 +61,14 @@ ARGS = sys.argv[1:] or ["sampler=confidence", "limit=1"]
 import boe_eval.harness.cli as cli  # noqa: E402
 
 try:  # what `boe-eval` (cli.main) does first, where the code measured has it
-    from boe_eval.import_cost import skip_sklearn_in_transformers
+    from boe_eval.import_cost import trim_transformers_start_up as _trim
 except ImportError:
-    pass
-else:
-    skip_sklearn_in_transformers()
+    try:
+        from boe_eval.import_cost import skip_sklearn_in_transformers as _trim
+    except ImportError:
+        _trim = None
+if _trim is not None:
+    _trim()
 import lm_eval  # noqa: E402,F401
 import lm_eval.tasks  # noqa: E402
 import torch  # noqa: E402,F401

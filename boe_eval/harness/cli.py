@@ -169,10 +169,10 @@ def check(job: JobSpec) -> None:
 
 def main() -> None:
     if not {"--help", "-h", "--hydra-help"} & set(sys.argv[1:]):  # help needs neither pre-flight nor torch
-        from boe_eval.import_cost import skip_sklearn_in_transformers
+        from boe_eval.import_cost import trim_transformers_start_up
         from boe_eval.store import print_store_warnings
 
-        skip_sklearn_in_transformers()  # ~1.5 s of CPU at start-up that decoding never uses
+        trim_transformers_start_up()  # ~2 s of CPU at start-up that decoding never uses (scikit-learn, scipy, ...)
         from boe_eval.harness.schema import preflight
 
         print_store_warnings("boe-eval")  # a damaged cell: one warning line, then it is recomputed
