@@ -9,8 +9,8 @@ import textwrap
 import pytest
 
 
-def _run(code: str) -> str:
-    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300)
+def _run(code: str, *args: str) -> str:
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()
 
@@ -119,3 +119,36 @@ def test_the_trim_is_a_no_op_where_transformers_lacks_the_flags():
         print(applied["skip_sklearn"] == flags[0], applied["skip_scipy_in_losses"] == flags[1])
     """)
     assert printed == "True True"
+
+
+def test_gc_pause_for_start_up_is_undone_by_the_resume_and_freezes_the_start_up_objects():
+    printed = _run("""
+        import gc
+        from boe_eval.import_cost import pause_gc_for_start_up, resume_gc_after_start_up
+        print(resume_gc_after_start_up())  # nothing paused: nothing to do
+        print(pause_gc_for_start_up(), gc.isenabled(), pause_gc_for_start_up())
+        garbage = []
+        garbage.append(garbage)  # a cycle, made while paused
+        print(resume_gc_after_start_up(), gc.isenabled(), gc.get_freeze_count() > 0, resume_gc_after_start_up())
+    """)
+    assert printed.split("\n") == ["False", "True False False", "True True True False"]
+
+
+def test_boe_eval_decodes_with_the_collector_back_on(tmp_path):
+    printed = _run("""
+        import gc, sys
+        import boe_eval.decoding.meter as meter
+        from boe_eval.harness import cli
+        seen = []
+        def first_forward(self, *args, **kwargs):
+            seen.append(gc.isenabled())
+            raise SystemExit(0)
+        meter.MeteredDenoiser.forward = first_forward
+        sys.argv = ["boe-eval", "sampler=confidence", "limit=1", "plot=false", "output_dir=" + sys.argv[1]]
+        try:
+            cli.main()
+        except SystemExit:
+            pass
+        print(seen)
+    """, str(tmp_path / "out"))
+    assert printed.endswith("[True]")
