@@ -1,4 +1,5 @@
-"""Start-up cost of imports that a boe-eval job does not use (`trim_transformers_start_up` does all three below).
+"""Start-up cost that a boe-eval job does not need: imports it does not use (`trim_transformers_start_up` does the
+three below) and the garbage collector rescanning the imports (`pause_gc_for_start_up`).
 
 transformers imports scikit-learn (and with it scipy.stats) when its generation utilities are first imported, which
 every `AutoModel*` class does, if scikit-learn is installed, and lm-eval installs it. transformers uses it for one
