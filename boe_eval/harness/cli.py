@@ -59,6 +59,7 @@ def run_job(job: JobSpec | DictConfig) -> Path:
         read_rows,
         write_cell,
     )
+    from boe_eval.import_cost import resume_gc_after_start_up
     from boe_eval.models.loading import load_denoiser
 
     job = as_job(job)
@@ -89,6 +90,7 @@ def run_job(job: JobSpec | DictConfig) -> Path:
         else:
             try:
                 if denoiser is None:
+                    resume_gc_after_start_up()  # (boe-eval paused it for its start-up)
                     denoiser = load_denoiser(spec.model_path, dtype=spec.dtype, device=dp.place(spec.device))
                 progress = job.progress and dp.is_main
                 samples_prefix = results_dir / "samples" / cid if job.log_samples else None
@@ -127,6 +129,9 @@ def run(cfg: DictConfig) -> Path:
     job = as_job(cfg)
     if job.sweep is not None:
         from boe_eval.harness.sweep import run_sweep
+        from boe_eval.import_cost import resume_gc_after_start_up
+
+        resume_gc_after_start_up()  # (a sweep loads its models itself)
 
         return run_sweep(job)
     return run_job(job)
@@ -187,10 +192,11 @@ def with_default_job(argv: list[str]) -> list[str]:
 def main() -> None:
     sys.argv[1:] = with_default_job(sys.argv[1:])
     if not {"--help", "-h", "--hydra-help"} & set(sys.argv[1:]):  # help needs neither pre-flight nor torch
-        from boe_eval.import_cost import skip_sklearn_in_transformers
+        from boe_eval.import_cost import pause_gc_for_start_up, trim_transformers_start_up
         from boe_eval.store import print_store_warnings
 
-        skip_sklearn_in_transformers()  # ~1.5 s of CPU at start-up that decoding never uses
+        pause_gc_for_start_up()  # ~1 s of CPU: the collector rescanning the imports; back on before the model loads
+        trim_transformers_start_up()  # ~2 s of CPU at start-up that decoding never uses (scikit-learn, scipy, ...)
         from boe_eval.harness.schema import preflight
 
         print_store_warnings("boe-eval")  # a damaged cell: one warning line, then it is recomputed
