@@ -633,8 +633,11 @@ def render(report: dict) -> str:
                       f"{prof['total_s']['harness']:.2f} s, bare {prof['total_s']['bare']:.2f} s; of it, work over the "
                       f"vocabulary (log_softmax, exp, softmax, argmax, amax): harness "
                       f"{prof['vocabulary_ops_s']['harness']:.2f} s, bare {prof['vocabulary_ops_s']['bare']:.2f} s. "
-                      "The harness computes `StepContext.probs` for `confidence` as log_softmax then exp over every "
-                      "canvas position and the whole vocabulary, the bare loop one softmax.", "",
+                      "The harness computes `StepContext.probs` for `confidence` as log_softmax then exp, the bare "
+                      "loop one softmax; the harness runs the output head and that work on the step window only (the "
+                      "generation region: docs/design.md \"Step window\"), the bare loop, as LLaDA's code, on every "
+                      "canvas position, prompt included: where the harness is faster than the bare loop, that is "
+                      "why.", "",
                       markdown(prof["rows"]), ""]
     if "fill" in report:
         part = report["fill"]
