@@ -19,6 +19,17 @@ from torch import Tensor, nn
 FOUR_D_MASK_MODEL_TYPES = frozenset({"bert"})
 
 
+def _per_query_mask(allowed: Tensor, dtype: torch.dtype) -> Tensor:
+    """A boolean [B, 1, Q, K] mask as BERT's forward takes it: transformers 4.x expands a [B, Q, K] 0/1 mask itself
+    (`get_extended_attention_mask`); 5.x treats a 3-D mask as padding and takes a prepared 4-D mask as it is, so it
+    gets the additive form (0 where allowed, the dtype's minimum elsewhere), which its eager and SDPA attention add."""
+    import transformers
+
+    if int(transformers.__version__.split(".")[0]) < 5:
+        return allowed[:, 0].long()
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+
+
 class Denoiser:
     """A masked-diffusion denoiser D_theta(x_t, t) -> per-position token logits (paper eq. 5).
 
@@ -277,8 +288,8 @@ class Denoiser:
         if attention_mask.dim() != 4 or attention_mask.shape[1] != 1 or attention_mask.dtype != torch.bool:
             raise ValueError(f"attention_mask must be a boolean [B, 1, Q, K] tensor, got {tuple(attention_mask.shape)} "
                              f"{attention_mask.dtype}")
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask[:, 0].long(), position_ids=position_ids,
-                         token_type_ids=torch.zeros_like(input_ids))
+        out = self.model(input_ids=input_ids, attention_mask=_per_query_mask(attention_mask, self.dtype),
+                         position_ids=position_ids, token_type_ids=torch.zeros_like(input_ids))
         return out.logits
 
     @contextlib.contextmanager
