@@ -232,13 +232,20 @@ def remdm_schedule_reference(model, prompt, mask_id, gen_length, steps, strategy
     of p_x0; an unmasked generated slot is remasked with probability sigma. Randomness per step, in
     this order: Gumbel noise [#masked, V] for the tokens, one uniform per masked slot, one per
     unmasked generated slot (the harness's documented protocol)."""
+    dt = (1 - eps) / steps
+    probabilities = [mdlm_remdm_step_probabilities(strategy, 1 - i * dt, dt, eta, **loop_params) for i in range(steps)]
+    return remdm_steps_reference(lambda x: model(x)[0], prompt, mask_id, gen_length, probabilities, generator, top_p)
+
+
+def remdm_steps_reference(logits_of, prompt, mask_id, gen_length, probabilities, generator, top_p=0.9):
+    """The loop of remdm's sampling given each step's (unmask, remask) probabilities: per step the nucleus of
+    p_x0 (`logits_of(x)` [L, V]), then Gumbel noise [#masked, V] for the tokens, one uniform per masked slot, one
+    per unmasked generated slot; then the noise-removal argmax if masks remain. Also the FB/DFM correctors'
+    reference (tests/test_sampler_correctors.py), which differ only in their probabilities. (tokens, NFE)."""
     x = _canvas(prompt, gen_length, mask_id)
     p0, calls = len(prompt), 0
-    dt = (1 - eps) / steps
-    for i in range(steps):
-        t = 1 - i * dt
-        unmask_p, remask_p = mdlm_remdm_step_probabilities(strategy, t, dt, eta, **loop_params)
-        logits = model(x)[0]
+    for unmask_p, remask_p in probabilities:
+        logits = logits_of(x)
         calls += 1
         p = _nucleus(F.softmax(logits.double(), dim=-1), top_p)
         masked = (x[0] == mask_id).nonzero()[:, 0]
@@ -250,7 +257,7 @@ def remdm_schedule_reference(model, prompt, mask_id, gen_length, steps, strategy
         x[0, masked[unmask]] = tokens[unmask]
         x[0, written[remask]] = mask_id
     if (x[0] == mask_id).any():
-        logits = model(x)[0]
+        logits = logits_of(x)
         calls += 1
         masked = x[0] == mask_id
         x[0, masked] = logits.argmax(-1)[masked]

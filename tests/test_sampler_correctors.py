@@ -10,7 +10,8 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
+
+import reference_samplers as ref
 
 from boe_eval.decoding.loop import DecodeConfig, generate
 from boe_eval.models.denoiser import Denoiser
@@ -59,22 +60,9 @@ def ref_dfm_loop(steps: int, eps: float = 1e-5):
     return out
 
 
-def nucleus(p: torch.Tensor, top_p: float) -> torch.Tensor:
-    sorted_probs, order = torch.sort(p, descending=True, dim=-1)
-    keep = torch.cumsum(sorted_probs, dim=-1) <= top_p
-    keep[..., 0] = True
-    kept = sorted_probs * keep
-    kept = kept / kept.sum(-1, keepdim=True)
-    return torch.zeros_like(p).scatter_(-1, order, kept)
-
-
 def reference_decode(denoiser: Denoiser, prompt: list[int], gen_length: int, probabilities, generator, top_p=0.9):
-    """One sequence through the reference's steps: per step the nucleus of p_x0, then per masked slot a token
-    (Gumbel-max, float64) and an unmask draw, per written generated slot a remask draw (the harness's documented
-    order); then the noise-removal argmax if masks remain. Returns (generated tokens, NFE)."""
-    mask_id = denoiser.mask_id
-    x = torch.tensor([prompt + [mask_id] * gen_length])
-    p0, calls = len(prompt), 0
+    """One sequence through the reference's steps (remdm's loop, `reference_samplers.remdm_steps_reference`) with
+    the corrector's per-step (unmask, remask) probabilities. Returns (generated tokens, NFE)."""
     forbidden = list(denoiser.forbidden_ids)
 
     def logits_of(x):
@@ -83,24 +71,7 @@ def reference_decode(denoiser: Denoiser, prompt: list[int], gen_length: int, pro
         logits[..., forbidden] = float("-inf")
         return logits[0]
 
-    for unmask_p, remask_p in probabilities:
-        logits = logits_of(x)
-        calls += 1
-        p = nucleus(F.softmax(logits.double(), dim=-1), top_p)
-        masked = (x[0] == mask_id).nonzero()[:, 0]
-        written = (x[0, p0:] != mask_id).nonzero()[:, 0] + p0
-        u = torch.rand((len(masked), p.shape[-1]), generator=generator, dtype=torch.float64)
-        tokens = (torch.log(p[masked]) - torch.log(-torch.log(u))).argmax(-1)
-        unmask = torch.rand(len(masked), generator=generator, dtype=torch.float64) < unmask_p
-        remask = torch.rand(len(written), generator=generator, dtype=torch.float64) < remask_p
-        x[0, masked[unmask]] = tokens[unmask]
-        x[0, written[remask]] = mask_id
-    if (x[0] == mask_id).any():
-        logits = logits_of(x)
-        calls += 1
-        masked = x[0] == mask_id
-        x[0, masked] = logits.argmax(-1)[masked]
-    return x[0, p0:].tolist(), calls
+    return ref.remdm_steps_reference(logits_of, prompt, denoiser.mask_id, gen_length, probabilities, generator, top_p)
 
 
 def encode(denoiser, text):
