@@ -178,7 +178,8 @@ def _start(denoiser, prompts, sampler, config, seeds, num_blocks, steps_per_bloc
     canvas = build_canvas(denoiser, prompts, config.gen_length, canvas_multiple(denoiser, config))
     meter = Meter(batch, backward_cost=config.backward_cost)
     offset = int(canvas.gen_start.min()) if config.logits_window else 0
-    window = StepWindow(canvas.x[:, :offset].clone(), canvas.attention_mask[:, :offset].clone(), canvas.x.shape[1])
+    window = StepWindow(canvas.x[:, :offset].clone(), canvas.attention_mask[:, :offset].clone(), canvas.x.shape[1],
+                        row_starts=canvas.gen_start.clone())
     run = _Run(
         denoiser=denoiser,
         sampler=sampler,

@@ -97,6 +97,9 @@ class StepWindow:
     prefix_ids: Tensor  #: [B, offset] canvas ids left of the window (batch rows = meter rows)
     prefix_mask: Tensor  #: [B, offset] their attention mask
     width: int  #: W, the canvas width
+    #: [B] each row's own prompt length, where its window would start were it decoded alone: FLOPs are metered
+    #: for that window, so a row's metered compute does not depend on the batch it lands in (None: the offset)
+    row_starts: Tensor | None = None
 
     @property
     def offset(self) -> int:
@@ -278,7 +281,7 @@ class MeteredDenoiser:
             tokens = attention_mask.sum(dim=1).cpu()
         else:
             tokens = torch.full((ref.shape[0],), ref.shape[1], dtype=torch.long)
-        flops = self._forward_flops(tokens, logits_from)
+        flops = self._forward_flops(tokens, logits_from, canvas_rows if canvas_rows is not None else rows)
         if grad and flops is not None:
             self._graph_flops.update(zip(rows.tolist(), flops.tolist()))
         self.meter.record_forward(rows, tokens, seconds, nfe=nfe, flops=flops)
@@ -334,12 +337,18 @@ class MeteredDenoiser:
         self.meter.record_forward(rows, tokens, seconds, flops=flops)
         return logits
 
-    def _forward_flops(self, tokens: Tensor, logits_from: int) -> Tensor | None:
-        """Analytic FLOPs [b] of a forward over rows of `tokens` real positions (None: not countable)."""
+    def _forward_flops(self, tokens: Tensor, logits_from: int, canvas_rows) -> Tensor | None:
+        """Analytic FLOPs [b] of a forward over rows of `tokens` real positions (None: not countable). With a step
+        window the output head is counted over each row's own window (`StepWindow.row_starts`), the head positions
+        it has when decoded alone, whatever the shortest prompt of its batch."""
         model = flop_model(self._denoiser)
         if model is None:
             return None
-        return model.forward_flops(tokens, tokens, self._denoiser.head_positions(tokens, logits_from).cpu())
+        start: int | Tensor = logits_from
+        if logits_from and self.window is not None and self.window.row_starts is not None:
+            index = torch.as_tensor(canvas_rows, dtype=torch.long).to(self.window.row_starts.device)
+            start = self.window.row_starts[index].cpu()
+        return model.forward_flops(tokens, tokens, self._denoiser.head_positions(tokens, start).cpu())
 
     __call__ = forward
 

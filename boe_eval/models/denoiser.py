@@ -161,12 +161,14 @@ class Denoiser:
             logits = self._forward(input_ids, inputs_embeds, attention_mask, timestep)
         return logits[:, start:] if logits.shape[1] == length else logits
 
-    def head_positions(self, tokens: Tensor, logits_from: int) -> Tensor:
+    def head_positions(self, tokens: Tensor, logits_from: int | Tensor) -> Tensor:
         """Positions [b] the output head runs on for rows of `tokens` real positions asked for logits from
-        `logits_from` on (the FLOP count, `boe_eval.models.flops`): all of them when the head cannot be cut."""
-        if logits_from == 0 or self._head() is None:
+        `logits_from` on (one for all rows, or [b]; the FLOP count, `boe_eval.models.flops`): all of them when the
+        head cannot be cut."""
+        if self._head() is None:
             return tokens
-        return (tokens - logits_from).clamp(min=0)
+        start = torch.as_tensor(logits_from, device=tokens.device)
+        return torch.where(start == 0, tokens, (tokens - start).clamp(min=0))
 
     def _head(self) -> tuple[nn.Module, str] | None:
         """Where the per-position hidden states enter the output head: (module, "input") to slice a module's

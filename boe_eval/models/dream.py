@@ -112,11 +112,10 @@ class DreamDenoiser(Denoiser):
         out = self.model(input_ids=input_ids, position_ids=positions, return_dict=True)
         return out.logits[:, :-1]
 
-    def head_positions(self, tokens: Tensor, logits_from: int) -> Tensor:
+    def head_positions(self, tokens: Tensor, logits_from: int | Tensor) -> Tensor:
         """One more than the window: its first token is predicted by the raw position before it."""
-        if logits_from == 0:
-            return tokens
-        return (tokens - logits_from + 1).clamp(min=0)
+        start = torch.as_tensor(logits_from, device=tokens.device)
+        return torch.where(start == 0, tokens, (tokens - start + 1).clamp(min=0))
 
     def _window_forward(self, input_ids, inputs_embeds, attention_mask, timestep, start: int) -> Tensor:
         """Token-aligned logits of positions [start, L): token i is predicted by raw position i - 1, so the head
