@@ -29,8 +29,10 @@ def test_paper_table2_decoders_keeps_the_d1_protocol_and_adds_the_decoders(tiny_
     assert list(by_label)[:7] == ["confidence", "margin", "entropy", "pc_sampler", "remdm_llada", "lookum", "boe"]
     for label in ("confidence", "boe", "prophet", "info_gain"):
         assert by_label[label].spec.steps == length // 2  # T = L/2, fixed horizon
-    knobs = {label: by_label[label].spec.sampler_params for label in ("threshold", "factor", "dus", "dvoting")}
+    assert list(by_label)[7:] == ["threshold", "factor", "prophet", "dus", "info_gain", "dvoting", "wino"]
+    knobs = {label: by_label[label].spec.sampler_params for label in ("threshold", "factor", "dus", "dvoting", "wino")}
     assert knobs["threshold"]["threshold"] == 0.9 and knobs["factor"]["factor"] == 1.0 and knobs["dus"]["base"] == 2
+    assert (knobs["wino"]["threshold"], knobs["wino"]["threshold_back"]) == (0.6, 0.9)
     assert knobs["dvoting"]["samples"] == 5
     assert build_sampler("dvoting", **knobs["dvoting"])._answer(_Tokenizer(), torch.tensor([0])) == "42"
     for cell in cells:

@@ -1,6 +1,7 @@
 """WINO (`boe_eval/samplers/wino.py`) and the 4-D attention mask capability it needs: parity with a restatement of
 the official `decoding_wino` (Kamichanw/d2Cache `src/generation/wino_official.py`; same tokens, same NFE) on a tiny
-random BERT, the shadow block checked against plain forwards, a hand-computed step, and the refusals."""
+random BERT and the LLaDA and Dream stand-ins, the 4-D-mask forwards checked against plain forwards of canvases
+built by hand, a hand-computed step, and the refusals."""
 
 from __future__ import annotations
 
@@ -18,29 +19,35 @@ from boe_eval.models.denoiser import Denoiser
 from boe_eval.models.loading import load_denoiser
 from boe_eval.samplers import build_sampler
 from boe_eval.samplers.wino import shadow_inputs
-from fixtures.models import dream, dream_dir, llada, llada_dir  # noqa: F401  (pytest fixtures)
+from fixtures.models import dream, dream_dir, llada, llada2_dir, llada_dir  # noqa: F401  (pytest fixtures)
 from test_samplers_baselines import PROMPTS, encode, letters, run
 
 
 def wino_reference(denoiser, prompt, mask_id, gen_length, block_length, threshold, threshold_back):
     """`decoding_wino` for one prompt, restated on the harness's model call (`masked_logits`, forbidden ids at -inf):
-    canvas + shadow block, the ~eye mask, the 0.7 write cap, the `last_accept` remask cap."""
+    canvas + shadow block, the ~eye mask, the 0.7 write cap, the `last_accept` remask cap. For Dream (prediction lag
+    1, docs/samplers/wino.md "Dream") the shadow has one column more in front, the token before the block at its
+    position, and the shadow query at p - 1 is the one that cannot see slot p; the verdicts are read, as in the
+    reference, from the last `block_length` columns."""
     forbidden = list(denoiser.forbidden_ids)
-    p0 = len(prompt)
-    x = torch.full((1, p0 + gen_length + block_length), mask_id, dtype=torch.long)
+    lag = denoiser.prediction_lag
+    p0, shadow = len(prompt), block_length + lag
+    x = torch.full((1, p0 + gen_length + shadow), mask_id, dtype=torch.long)
     x[0, :p0] = torch.tensor(prompt)
     calls = 0
     for nb in range(gen_length // block_length):
         lo, hi = p0 + nb * block_length, p0 + (nb + 1) * block_length
+        if lag:
+            x[0, p0 + gen_length] = x[0, lo - 1]
         mask_index = x == mask_id
         mask_index[:, hi:] = False
         unmask = torch.zeros_like(mask_index)
         unmask[:, -block_length:] = ~mask_index[:, lo:hi]
-        position_ids = torch.cat([torch.arange(p0 + gen_length), torch.arange(lo, hi)])[None]
+        position_ids = torch.cat([torch.arange(p0 + gen_length), torch.arange(lo - lag, hi)])[None]
         attention = torch.ones(1, 1, x.shape[1], x.shape[1], dtype=torch.bool)
-        attention[:, :, :, -block_length:] = False
-        attention[:, :, -block_length:, -block_length:] = True
-        attention[:, :, -block_length:, lo:hi] = ~torch.eye(block_length, dtype=torch.bool)
+        attention[:, :, :, -shadow:] = False
+        attention[:, :, -shadow:, -shadow:] = True
+        attention[:, :, -shadow:, lo:hi] = ~torch.eye(shadow, block_length, dtype=torch.bool)
         last_accept = 30
         while mask_index.any():
             max_accept = min(max(int(mask_index.sum() * 0.7), 5), 20)
@@ -87,20 +94,30 @@ def wino_reference(denoiser, prompt, mask_id, gen_length, block_length, threshol
     return x[0, p0:p0 + gen_length].tolist(), calls
 
 
-@pytest.mark.parametrize("threshold, threshold_back, block_length", [
-    (0.6, 0.9, 8),        # the reference defaults: a random BERT is never this sure, one slot per step
-    (0.012, 0.9, 8),      # wide in: several slots per step, narrow out: remasking
-    (0.011, 0.02, 16),    # one block, a looser verification
-    (0.0, 1.0, 4),        # every slot passes (capped at 5 of 4): one step per block
+@pytest.mark.parametrize("model, threshold, threshold_back, block_length", [
+    ("tiny_bert", 0.6, 0.9, 8),      # the reference defaults: a random BERT is never this sure, one slot per step
+    ("tiny_bert", 0.012, 0.9, 8),    # wide in: several slots per step, narrow out: remasking
+    ("tiny_bert", 0.011, 0.02, 16),  # one block, a looser verification
+    ("tiny_bert", 0.0, 1.0, 4),      # every slot passes (capped at 5 of 4): one step per block
+    ("llada", 0.6, 0.9, 8),
+    ("llada", 0.05, 0.9, 8),         # remasking on the LLaDA stand-in (positions rotated, mask injected)
+    ("llada", 0.03, 0.2, 16),
+    ("llada", 0.0, 1.0, 4),
+    ("dream", 0.6, 0.9, 8),
+    ("dream", 0.05, 0.9, 8),         # remasking on the Dream stand-in (shadow one position early)
+    ("dream", 0.03, 0.2, 16),
+    ("dream", 0.0, 1.0, 4),
 ])
-def test_wino_matches_the_reference(tiny_bert, threshold, threshold_back, block_length):
+def test_wino_matches_the_reference(model, threshold, threshold_back, block_length, request):
+    """Three prompts of different lengths in one padded batch against the one-prompt reference."""
+    denoiser = request.getfixturevalue(model)
     sampler = build_sampler("wino", threshold=threshold, threshold_back=threshold_back)
-    results = run(tiny_bert, sampler, PROMPTS, gen_length=16, steps=16, block_length=block_length)
+    results = run(denoiser, sampler, PROMPTS, gen_length=16, steps=16, block_length=block_length)
     for prompt, result in zip(PROMPTS, results):
-        tokens, calls = wino_reference(tiny_bert, encode(tiny_bert, prompt), tiny_bert.mask_id, 16, block_length,
+        tokens, calls = wino_reference(denoiser, encode(denoiser, prompt), denoiser.mask_id, 16, block_length,
                                        threshold, threshold_back)
         assert (result.tokens, result.nfe) == (tokens, calls)
-    if threshold == 0.012:
+    if threshold in (0.012, 0.05):
         assert sum(r.decisions["remasked"] for r in results) > 0  # the narrow-out path ran
 
 
@@ -190,6 +207,105 @@ def test_bad_parameters_are_one_line_errors(params, message):
         build_sampler("wino", **params)
 
 
-def test_the_llada_and_dream_stand_ins_do_not_take_a_4d_mask(llada, dream):  # noqa: F811
-    """Their remote code builds its own attention bias (LLaDA ignores the mask): WINO is refused there."""
-    assert not llada.supports_4d_mask and not dream.supports_4d_mask
+
+
+@pytest.mark.parametrize("family", ["llada", "dream"])
+def test_masked_logits_with_full_attention_and_own_positions_is_the_plain_forward(family, request):
+    """A padded batch: the 4-D mask hides the padding keys (as the 2-D padding mask does) and the positions are the
+    canvas's own; the real positions' logits equal the plain forward's (fp32)."""
+    denoiser = request.getfixturevalue(family)
+    assert denoiser.supports_4d_mask
+    torch.manual_seed(0)
+    ids = torch.randint(0, denoiser.vocab_size, (2, 14))
+    padding = torch.ones_like(ids)
+    padding[1, 10:] = 0
+    mask = padding.bool()[:, None, None, :].expand(2, 1, 14, 14).clone()
+    positions = torch.arange(14)[None].expand(2, 14)
+    with torch.no_grad():
+        masked = denoiser.masked_logits(ids, mask, positions)
+        plain = denoiser.logits(ids, attention_mask=padding)
+    real = padding.bool()
+    assert torch.allclose(masked[real], plain[real], atol=1e-5, rtol=0)
+
+
+def _by_hand(denoiser, canvas: torch.Tensor) -> torch.Tensor:
+    """A direct forward of a canvas built by hand (no 4-D mask, the model's own positions 0..L-1)."""
+    with torch.no_grad():
+        return denoiser.logits(canvas, attention_mask=torch.ones_like(canvas))
+
+
+@pytest.mark.parametrize("family", ["tiny_bert", "llada", "dream"])
+def test_shadow_columns_are_a_forward_of_the_canvas_with_the_shadow_at_those_positions(family, request):
+    """Two checks against direct forwards of canvases built by hand, independent of the 4-D-mask code path:
+    (1) per-query masks and far positions: the canvas and a second canvas y appended after it (positions 0..L-1
+    again) each attending to itself only: both parts' logits are the direct forwards of x and y;
+    (2) a shadow at the positions of a block: random shadow tokens at positions [lo - lag, hi) that every query sees
+    instead of the canvas's columns there: the shadow's logits (from column lag on) are the direct forward's at the
+    block of the canvas with the shadow written into it, and so are the canvas columns the block does not feed."""
+    denoiser = request.getfixturevalue(family)
+    lag = denoiser.prediction_lag
+    torch.manual_seed(1)
+    width, lo, hi = 13, 5, 9
+    x = torch.randint(0, denoiser.vocab_size, (1, width))
+    y = torch.randint(0, denoiser.vocab_size, (1, width))
+    both = torch.zeros(1, 1, 2 * width, 2 * width, dtype=torch.bool)
+    both[..., :width, :width] = both[..., width:, width:] = True
+    positions = torch.arange(width).repeat(2)[None]
+    with torch.no_grad():
+        out = denoiser.masked_logits(torch.cat([x, y], dim=1), both, positions)
+    assert torch.allclose(out[:, :width], _by_hand(denoiser, x), atol=1e-5, rtol=0)
+    assert torch.allclose(out[:, width:], _by_hand(denoiser, y), atol=1e-5, rtol=0)
+
+    shadow = torch.randint(0, denoiser.vocab_size, (1, hi - lo + lag))
+    mask = torch.ones(1, 1, width + shadow.shape[1], width + shadow.shape[1], dtype=torch.bool)
+    mask[..., lo - lag:hi] = False  # every query sees the shadow instead of these canvas columns
+    positions = torch.cat([torch.arange(width), torch.arange(lo - lag, hi)])[None]
+    with torch.no_grad():
+        out = denoiser.masked_logits(torch.cat([x, shadow], dim=1), mask, positions)
+    written = x.clone()
+    written[:, lo - lag:hi] = shadow
+    direct = _by_hand(denoiser, written)
+    assert torch.allclose(out[:, width + lag:], direct[:, lo:hi], atol=1e-5, rtol=0)
+    untouched = torch.cat([torch.arange(0, lo - lag), torch.arange(hi + lag, width)])
+    assert torch.allclose(out[:, untouched], direct[:, untouched], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("family", ["tiny_bert", "llada"])
+def test_a_masked_forward_is_metered_at_its_real_columns(family, request):
+    """Tokens processed = the real columns (padding keys hidden from every query are not counted); FLOPs = the
+    dense forward over them, as FlopCounterMode counts the same call without padding."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from boe_eval.decoding.meter import Meter, MeteredDenoiser
+
+    denoiser = request.getfixturevalue(family)
+    x = torch.tensor([encode(denoiser, "ab+cd=") + [denoiser.mask_id] * 4 + [denoiser.pad_id] * 2])
+    attention = torch.ones_like(x)
+    attention[:, 10:] = 0
+    ids, mask, positions = shadow_inputs(x, attention, torch.tensor([6]), 4, denoiser.mask_id)
+    meter = Meter(1)
+    MeteredDenoiser(denoiser, meter).forward_masked([0], ids, mask, positions)
+    real = torch.cat([ids[:, :10], ids[:, 12:]], dim=1)
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter, torch.no_grad():
+        denoiser.masked_logits(real, torch.ones(1, 1, 14, 14, dtype=torch.bool), torch.arange(14)[None])
+    assert meter.row(0)["tokens_processed"] == 14 and meter.row(0)["nfe"] == 1
+    assert meter.row(0)["forward_flops"] == counter.get_total_flops()
+
+
+def test_llada_and_dream_pass_the_pre_flight_and_llada2_does_not(llada_dir, dream_dir, llada2_dir):  # noqa: F811
+    check_sampler_fits_model(build_sampler("wino"), llada_dir)
+    check_sampler_fits_model(build_sampler("wino"), dream_dir)
+    with pytest.raises(ConfigError, match="'llada2_moe' model, which does not"):
+        check_sampler_fits_model(build_sampler("wino"), llada2_dir)
+
+
+@pytest.mark.slow
+def test_boe_eval_runs_wino_end_to_end_on_the_llada_stand_in(llada_dir, tmp_path):  # noqa: F811
+    from test_model_families import example_rows, run_boe_eval
+
+    proc = run_boe_eval(llada_dir, tmp_path / "out", "sampler=wino")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    examples = example_rows(tmp_path / "out")
+    assert len(examples) == 2 and all(r["model_family"] == "llada" and r["sampler"] == "wino" for r in examples)
+    assert all(1 <= r["nfe"] <= 8 and r["forward_flops"] > 0 and r["tokens_processed"] > 0 for r in examples)

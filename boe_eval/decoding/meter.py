@@ -360,14 +360,23 @@ class MeteredDenoiser:
     def forward_masked(self, rows: Tensor | Sequence[int], input_ids: Tensor, attention_mask: Tensor,
                        position_ids: Tensor) -> Tensor:
         """One denoiser evaluation under a per-query mask [b, 1, Q, K] with explicit positions (`Denoiser.masked_logits`),
-        one NFE per row; tokens processed = the Q positions fed to the model."""
+        one NFE per row. Tokens processed = the row's real columns n (those some query may attend to: padding keys
+        are hidden from every query); FLOPs = `flops.py`'s formula for n queries over n keys with the head on all n
+        (the dense kernel computes every query-key pair; what the mask hides is not subtracted)."""
         rows = torch.as_tensor(rows, dtype=torch.long)
         start = time.perf_counter()
         with torch.no_grad():
             logits = self._denoiser.masked_logits(input_ids, attention_mask, position_ids)
-        tokens = torch.full((input_ids.shape[0],), input_ids.shape[1], dtype=torch.long)
-        self.meter.record_forward(rows, tokens, time.perf_counter() - start)
+        tokens = attention_mask[:, 0].any(dim=1).sum(dim=1).cpu()
+        model = flop_model(self._denoiser)
+        flops = None if model is None else model.forward_flops(tokens, tokens, tokens)
+        self.meter.record_forward(rows, tokens, time.perf_counter() - start, flops=flops)
         return logits
+
+    @property
+    def prediction_lag(self) -> int:
+        """The token at position p is predicted by the query at p - prediction_lag (`Denoiser.prediction_lag`)."""
+        return self._denoiser.prediction_lag
 
     def grad(self, rows: Tensor | Sequence[int], output: Tensor, inputs: Tensor) -> Tensor:
         """One backward pass: d output / d inputs (`torch.autograd.grad`), counted as a backward."""

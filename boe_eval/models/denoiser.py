@@ -13,10 +13,12 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-#: model types (config.json, lower case) whose forward takes a per-query attention mask and position ids, so that
-#: `Denoiser.masked_logits` works: BERT's `get_extended_attention_mask` accepts a [B, Q, K] mask. Read by the
-#: pre-flight before a model loads (samplers that declare `needs_4d_mask`, e.g. WINO's shadow-block verification).
-FOUR_D_MASK_MODEL_TYPES = frozenset({"bert"})
+#: model types (config.json, lower case) whose denoiser takes a per-query attention mask and position ids, so that
+#: `Denoiser.masked_logits` works: BERT's `get_extended_attention_mask` accepts a [B, Q, K] mask; Dream's code takes a
+#: 4-D boolean mask and `position_ids`; LLaDA's takes neither, so its denoiser injects the mask into the attention
+#: kernel and rotates queries and keys to the positions (`models/rope_positions.py`). Read by the pre-flight before a
+#: model loads (samplers that declare `needs_4d_mask`, e.g. WINO's shadow-block verification).
+FOUR_D_MASK_MODEL_TYPES = frozenset({"bert", "llada", "dream"})
 
 
 def _per_query_mask(allowed: Tensor, dtype: torch.dtype) -> Tensor:
@@ -266,6 +268,9 @@ class Denoiser:
     #: columns left of the first position whose logits a part forward must give that it also feeds (Dream: 1, its
     #: logits at i come from the hidden state at i - 1); `part_logits` returns logits from `start + kv_part_lead` on
     kv_part_lead: int = 0
+    #: the token at position p is predicted by the query at position p - prediction_lag (Dream: 1, AR-initialised);
+    #: a 4-D-mask forward that must predict positions [s, e) from its own queries feeds [s - prediction_lag, e)
+    prediction_lag: int = 0
 
     def part_logits(self, input_ids: Tensor, attention_mask: Tensor | None, start: int) -> Tensor:
         """Logits [b, n, V] of a forward of the canvas columns [start, start + n) alone (the KV cache puts the kept
@@ -277,22 +282,27 @@ class Denoiser:
 
     @property
     def supports_4d_mask(self) -> bool:
-        """True if `masked_logits` can run: the model takes a per-query attention mask and position ids."""
+        """True if `masked_logits` can run: the model takes a per-query attention mask and position ids (here: the
+        generic masked-LM denoiser on a BERT; LLaDA and Dream have their own)."""
         model_type = str(getattr(getattr(self.model, "config", None), "model_type", "")).lower()
-        return type(self)._forward is Denoiser._forward and model_type in FOUR_D_MASK_MODEL_TYPES
+        return type(self)._forward is Denoiser._forward and model_type == "bert"
 
     def masked_logits(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor) -> Tensor:
         """Logits [B, Q, V] under a boolean attention mask [B, 1, Q, K] (query i attends to key j where True; Q = K =
         the width of `input_ids`) with explicit `position_ids` [B, Q], e.g. a shadow copy of a block placed after
-        the canvas with the block's positions (WINO). Only where `supports_4d_mask`."""
+        the canvas with the block's positions (WINO). `logits[:, q]` predicts the token at position_ids[q] (Dream's
+        shift is undone: `DreamDenoiser.masked_logits`). Only where `supports_4d_mask`."""
+        self._check_4d_mask(attention_mask)
+        out = self.model(input_ids=input_ids, attention_mask=_per_query_mask(attention_mask, self.dtype),
+                         position_ids=position_ids, token_type_ids=torch.zeros_like(input_ids))
+        return out.logits
+
+    def _check_4d_mask(self, attention_mask: Tensor) -> None:
         if not self.supports_4d_mask:
             raise ValueError(f"{self.name!r} does not take a 4-D attention mask (supports_4d_mask is False)")
         if attention_mask.dim() != 4 or attention_mask.shape[1] != 1 or attention_mask.dtype != torch.bool:
             raise ValueError(f"attention_mask must be a boolean [B, 1, Q, K] tensor, got {tuple(attention_mask.shape)} "
                              f"{attention_mask.dtype}")
-        out = self.model(input_ids=input_ids, attention_mask=_per_query_mask(attention_mask, self.dtype),
-                         position_ids=position_ids, token_type_ids=torch.zeros_like(input_ids))
-        return out.logits
 
     @contextlib.contextmanager
     def active_queries(self, active, mode: str = "faithful") -> Iterator:

@@ -104,6 +104,23 @@ class DreamDenoiser(Denoiser):
         return type(self) is DreamDenoiser
 
     kv_part_lead = 1
+    prediction_lag = 1
+
+    @property
+    def supports_4d_mask(self) -> bool:
+        """Dream's code takes a 4-D boolean mask and `position_ids` (its own sampler passes both for padded batches)."""
+        return type(self) is DreamDenoiser
+
+    def masked_logits(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor) -> Tensor:
+        """`Denoiser.masked_logits` for Dream: the raw logits of column q predict position position_ids[q] + 1, so
+        column q gets the raw logits of column q - 1 when that column holds position position_ids[q] - 1 (a run of
+        consecutive positions, as a canvas), else its own (the first column of a run, as position 0 of a canvas). A
+        caller that needs position p predicted from its own view feeds the column before it too (`prediction_lag`)."""
+        self._check_4d_mask(attention_mask)
+        raw = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                         return_dict=True).logits
+        follows = (position_ids[:, 1:] == position_ids[:, :-1] + 1)[..., None]
+        return torch.cat([raw[:, :1], torch.where(follows, raw[:, :-1], raw[:, 1:])], dim=1)
 
     def part_logits(self, input_ids: Tensor, attention_mask: Tensor | None, start: int) -> Tensor:
         """Token-aligned logits of positions [start + 1, start + n) from a forward of the columns [start, start + n)

@@ -77,6 +77,31 @@ class LLaDADenoiser(Denoiser):
         with self._padding_injection(attention_mask):
             return self._forward(input_ids, None, attention_mask, None)
 
+    @property
+    def supports_4d_mask(self) -> bool:
+        """LLaDA's code takes neither a per-query mask nor positions: the mask is injected into its attention kernel
+        (`mask_injection`) and its queries and keys are rotated on from the column numbers its code uses to
+        `position_ids` (`rope_positions.repositioned`, the config's `rope_theta`). RoPE checkpoints only."""
+        return type(self) is LLaDADenoiser and getattr(self.model.config, "rope", True) is not False
+
+    def masked_logits(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor) -> Tensor:
+        """`Denoiser.masked_logits` for LLaDA (see `supports_4d_mask`): the reference's modified LLaDA code
+        (WINO's `decoding_wino`) takes `attention_mask` [B, 1, Q, K] and `position_ids` itself; the hub code does not."""
+        from boe_eval.models.mask_injection import injected_attention_mask
+        from boe_eval.models.rope_positions import repositioned
+
+        self._check_4d_mask(attention_mask)
+        columns = torch.arange(input_ids.shape[1], device=position_ids.device)
+        shift = position_ids - columns[None, :]
+        theta = float(getattr(self.model.config, "rope_theta", 10000.0))
+        with injected_attention_mask(attention_mask) as record, repositioned(shift, theta) as rotated:
+            logits = self._forward(input_ids, None, None, None)
+        if not record.calls or rotated[0] != record.calls:
+            raise RuntimeError(f"{self.name}: the 4-D mask reached {record.calls} and the positions {rotated[0]} "
+                               "attention calls: the model does not attend through "
+                               "torch.nn.functional.scaled_dot_product_attention over its own columns")
+        return logits
+
     def _forward(
         self,
         input_ids: Tensor | None,

@@ -5,6 +5,9 @@ Each step is one forward over the canvas followed by a *shadow block*: a copy of
 mask tokens, appended after the canvas with the block's position ids. A boolean 4-D attention mask lets every canvas
 query see the canvas only (its logits are the plain forward's), and lets shadow query i see the shadow block and the
 whole canvas except the block's slot i, so shadow query i re-predicts slot i without seeing its own written token.
+For a model whose token p is predicted by the query at p - 1 (Dream, `prediction_lag` 1) the shadow block starts one
+position early with the written token before the block, and the shadow query at p - 1 is the one that cannot see slot
+p (docs/samplers/wino.md "Dream").
 
 * wide in: every masked slot of the block with confidence p(x0) > tau (`threshold`, 0.6) is written, at most
   max_accept = min(max(floor(0.7 |M|), 5), 20) of them (the most confident), at least the most confident one;
@@ -50,21 +53,27 @@ class WinoConfig(SamplerConfig):
 
 
 def shadow_inputs(x: Tensor, attention: Tensor, block_start: Tensor, block_length: int,
-                  mask_id: int) -> tuple[Tensor, Tensor, Tensor]:
-    """The canvas with its shadow block appended: ids [b, L + B], the boolean mask [b, 1, L + B, L + B] and the
-    position ids [b, L + B] (module docstring). Padding keys are hidden from every query."""
+                  mask_id: int, lag: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+    """The canvas with its shadow block appended: ids [b, L + S], the boolean mask [b, 1, L + S, L + S] and the
+    position ids [b, L + S], S = block_length + lag (module docstring). Shadow column j sits at position
+    block_start - lag + j and its query cannot see canvas slot block_start + j, the slot its output predicts (lag:
+    the model's `prediction_lag`; Dream's token p comes from the query at p - 1, so its shadow starts one position
+    early, with the written token before the block). Padding keys are hidden from every query."""
     b, width = x.shape
-    total = width + block_length
-    ids = torch.cat([x, torch.full((b, block_length), mask_id, dtype=x.dtype, device=x.device)], dim=1)
+    shadow = block_length + lag
+    total = width + shadow
+    lead = x.gather(1, (block_start[:, None] - 1).clamp(min=0).expand(b, lag))
+    masks = torch.full((b, block_length), mask_id, dtype=x.dtype, device=x.device)
+    ids = torch.cat([x, lead, masks], dim=1)
     mask = torch.zeros((b, total, total), dtype=torch.bool, device=x.device)
     mask[:, :, :width] = attention.bool()[:, None, :]
     mask[:, width:, width:] = True
     positions = torch.arange(width, device=x.device)[None, :].expand(b, width)
-    shadow_positions = block_start[:, None] + torch.arange(block_length, device=x.device)[None, :]
-    eye = torch.eye(block_length, dtype=torch.bool, device=x.device)
+    shadow_positions = block_start[:, None] - lag + torch.arange(shadow, device=x.device)[None, :]
+    hidden = torch.eye(shadow, block_length, dtype=torch.bool, device=x.device)
     for j in range(b):
         lo = int(block_start[j])
-        mask[j, width:, lo:lo + block_length] = ~eye
+        mask[j, width:, lo:lo + block_length] &= ~hidden
     return ids, mask[:, None], torch.cat([positions, shadow_positions], dim=1)
 
 
@@ -110,11 +119,12 @@ class WinoSampler(Sampler):
         attention = torch.cat([attention_mask.new_ones((x.shape[0], prefix)), attention_mask], dim=1)
         block_offset = prefix + self._block * self._block_length
         block_start = torch.tensor([self._gen_start[r] + block_offset for r in rows.tolist()], device=x.device)
-        ids, mask, positions = shadow_inputs(canvas, attention, block_start, self._block_length, model.mask_id)
+        lag = model.prediction_lag
+        ids, mask, positions = shadow_inputs(canvas, attention, block_start, self._block_length, model.mask_id, lag)
         with torch.no_grad():
             logits = model.forward_masked(rows, ids, mask, positions)
         width = canvas.shape[1]
-        self._shadow = logits[:, width:].float().clone()
+        self._shadow = logits[:, width + lag:].float().clone()
         self._shadow[..., list(model.forbidden_ids)] = float("-inf")
         return logits[:, prefix:width]
 
