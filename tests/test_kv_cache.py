@@ -60,7 +60,8 @@ def test_a_cached_forward_of_an_unchanged_canvas_equals_the_full_forward(family,
         again = model.forward([1], ids[1:, offset:], attention_mask=mask[1:, offset:])
     torch.testing.assert_close(first, full, rtol=0, atol=0)  # the block's first step is the plain forward
     torch.testing.assert_close(again, full[1:], rtol=0, atol=1e-5)
-    fed = (20 if cache == "prefix" else e) - s + (family == "dream")
+    # the batch feeds from s, row 1 is metered for its own block [s + 1, e) (`_own_fed_tokens`)
+    fed = (20 if cache == "prefix" else e) - (s + 1) + (family == "dream")
     assert model.meter.tokens.tolist() == [20, 20 + fed]
     assert model.meter.nfe.tolist() == [1, 2]
 
@@ -305,3 +306,19 @@ def test_a_right_padded_row_keeps_its_padding_out_of_the_cached_attention(family
     lead = family == "dream"
     fed = [(20 if cache == "prefix" else 14) - 10 + lead, (17 if cache == "prefix" else 14) - 10 + lead]
     assert model.meter.tokens.tolist() == [20 + fed[0], 17 + fed[1]]
+
+
+@pytest.mark.parametrize("family", ["builtin", "dream"])
+@pytest.mark.parametrize("cache", ["prefix", "dual"])
+def test_a_rows_metered_tokens_and_flops_are_those_it_has_alone(family, cache, request):
+    """Three prompt lengths in one batch: the cached forwards feed from the batch's earliest block start, but each row
+    is metered for its own fed span ([s_r - lead, W) or [s_r - lead, e_r)), so its tokens processed and FLOPs equal
+    those of the row decoded alone (confidence: the same forwards either way)."""
+    model = _model(family, request)
+    prompts, seeds = _three_prompts(model), [3, 4, 5]
+    config = dataclasses.replace(_CONFIG, cache=cache)
+    batch = generate(model, prompts, build_sampler("confidence"), config, seeds)
+    for prompt, seed, batched in zip(prompts, seeds, batch):
+        [alone] = generate(model, [prompt], build_sampler("confidence"), config, [seed])
+        assert alone.forwards == batched.forwards
+        assert (alone.tokens_processed, alone.forward_flops) == (batched.tokens_processed, batched.forward_flops)

@@ -128,6 +128,7 @@ class MeteredDenoiser:
             raise ConfigError(f"cache={self.cache} needs a model whose forward of a part of the canvas can be placed at "
                               f"its positions (BERT-style masked LMs, LLaDA, Dream); {denoiser.name!r} is not one")
         self._block: tuple[int, int] | None = None  #: canvas columns [s, e) of the current block (all rows)
+        self._row_blocks: tuple[Tensor, Tensor] | None = None  #: each canvas row's own block start and end
         self._store: LayerStore | None = None  #: keys/values of the block's first forward
         self._store_rows: dict[int, int] = {}  #: canvas row -> its row in the store
         self._store_logits: Tensor | None = None  #: the window's logits of the block's first forward
@@ -151,6 +152,7 @@ class MeteredDenoiser:
         if self.cache == "none":
             return
         self._block = (int(block_start.min()), int(block_end.max()))
+        self._row_blocks = (block_start.cpu().clone(), block_end.cpu().clone())  #: per canvas row, for metering
         self._store, self._store_rows, self._store_logits, self._store_mask = None, {}, None, None
 
     @property
@@ -331,11 +333,23 @@ class MeteredDenoiser:
         logits = self._store_logits[index.to(self._store_logits.device)].clone()
         logits[:, s - logits_from:e - logits_from] = part.to(logits.dtype)
         seconds = time.perf_counter() - start_time
-        tokens = mask[:, fed:e].sum(dim=1).cpu()
+        tokens = self._own_fed_tokens(cache_rows, mask, width)
         model = flop_model(self._denoiser)
         flops = None if model is None else model.forward_flops(tokens, key_mask.sum(dim=1).cpu(), tokens)
         self.meter.record_forward(rows, tokens, seconds, flops=flops)
         return logits
+
+    def _own_fed_tokens(self, cache_rows: Tensor, mask: Tensor, width: int) -> Tensor:
+        """Real positions [b] a cached forward feeds for each row when decoded alone: [s_r - lead, W) (prefix) or
+        [s_r - lead, e_r) (dual) from the row's own block [s_r, e_r). The batch feeds from its earliest block start,
+        a few columns more for rows whose block starts later; they are not metered, so a row's tokens and FLOPs do
+        not depend on the batch it lands in (as `StepWindow.row_starts` for the head)."""
+        starts, ends = (t[cache_rows.cpu()] for t in self._row_blocks)
+        first = (starts - self._denoiser.kv_part_lead).clamp(min=0)
+        last = torch.full_like(ends, width) if self.cache == "prefix" else ends.clamp(max=width)
+        columns = torch.arange(width)[None, :]
+        own = (columns >= first[:, None]) & (columns < last[:, None])
+        return (mask.cpu() & own).sum(dim=1)
 
     def _forward_flops(self, tokens: Tensor, logits_from: int, canvas_rows) -> Tensor | None:
         """Analytic FLOPs [b] of a forward over rows of `tokens` real positions (None: not countable). With a step
