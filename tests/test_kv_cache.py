@@ -18,7 +18,7 @@ from boe_eval.decoding.meter import Meter, MeteredDenoiser, StepWindow
 from boe_eval.errors import ConfigError
 from boe_eval.models.loading import load_denoiser
 from boe_eval.samplers.base import SAMPLERS, build_sampler
-from fixtures.models import dream, dream_dir, llada, llada_dir, mdlm, mdlm_dir  # noqa: F401  (pytest fixtures)
+from fixtures.models import dream, dream_dir, llada, llada_dir, llada_moe, llada_moe_dir, mdlm, mdlm_dir  # noqa: F401
 
 #: samplers the cache serves (BoE's gradient forward and WINO's 4-D-mask forwards are refused; the sigma-schedules
 #: need a time-conditioned model, which the cache does not serve)
@@ -42,7 +42,7 @@ def _canvas(denoiser, seed=0, width=20, prompt=8):
     return ids
 
 
-@pytest.mark.parametrize("family", ["builtin", "llada", "dream"])
+@pytest.mark.parametrize("family", ["builtin", "llada", "dream", "llada_moe"])
 @pytest.mark.parametrize("cache", ["prefix", "dual"])
 def test_a_cached_forward_of_an_unchanged_canvas_equals_the_full_forward(family, cache, request):
     """The kept keys/values are those the canvas itself would give: the forward of [s, W) or [s, e) alone, placed
@@ -263,7 +263,7 @@ def test_a_sweep_runs_each_decoder_at_each_cache_mode_and_boe_at_none_only():
         plan_sweep(_compose(["sweep=tiny_addition_cache", "sweep.caches=[none,full]"]))
 
 
-@pytest.mark.parametrize("family", ["llada", "dream"])
+@pytest.mark.parametrize("family", ["llada", "dream", "llada_moe"])
 @pytest.mark.parametrize("name", ["confidence", "threshold", "eb", "lookum"])
 def test_the_stand_ins_run_with_the_caches(family, name, request):
     denoiser = _model(family, request)
@@ -287,7 +287,7 @@ def test_an_unsupported_model_is_refused_before_loading(tmp_path):
     check_cache_fits(build_sampler("confidence"), "prefix", "builtin:tiny_addition")
 
 
-@pytest.mark.parametrize("family", ["builtin", "llada", "dream"])
+@pytest.mark.parametrize("family", ["builtin", "llada", "dream", "llada_moe"])
 @pytest.mark.parametrize("cache", ["prefix", "dual"])
 def test_a_right_padded_row_keeps_its_padding_out_of_the_cached_attention(family, cache, request):
     """A shorter row of the batch (right padding; LLaDA's padding mask injected into the kernel): the cached forward

@@ -4,7 +4,8 @@ Importing this package registers the loaders of the remote-code families in `LOA
 `config.model_type`, lower case): LLaDA ("llada"), LLaDA2 ("llada2_moe"), Dream ("dream"), MDLM ("mdlm"), SEDD
 (absorbing; "sedd", recognised by its config keys) and
 DiffusionGemma ("diffusion_gemma", transformers' own class); any other model type is loaded as an
-`AutoModelForMaskedLM`.
+`AutoModelForMaskedLM`. LLaDA-MoE, whose config says "llada" too, is recognised by its `architectures` entry
+(`LLaDAMoEModelLM`, `ARCHITECTURE_LOADERS`).
 """
 
 from boe_eval.models.denoiser import Denoiser
@@ -13,6 +14,7 @@ from boe_eval.models.llada import LLaDADenoiser  # noqa: E402  (registers LOADER
 from boe_eval.models.dream import DreamDenoiser  # noqa: E402  (registers LOADERS["dream"])
 from boe_eval.models.mdlm import MDLMDenoiser  # noqa: E402  (registers LOADERS["mdlm"])
 from boe_eval.models.llada2 import LLaDA2Denoiser  # noqa: E402  (registers LOADERS["llada2_moe"])
+from boe_eval.models.llada_moe import LLaDAMoEDenoiser  # noqa: E402  (registers architecture LLaDAMoEModelLM)
 from boe_eval.models.diffusion_gemma import DiffusionGemmaDenoiser  # noqa: E402  (registers "diffusion_gemma")
 from boe_eval.models.sedd import SEDDDenoiser  # noqa: E402  (registers LOADERS["sedd"])
 from boe_eval.models.padding_probe import honours_padding_mask
@@ -24,6 +26,7 @@ __all__ = [
     "DreamDenoiser",
     "LLaDA2Denoiser",
     "LLaDADenoiser",
+    "LLaDAMoEDenoiser",
     "MDLMDenoiser",
     "SEDDDenoiser",
     "honours_padding_mask",

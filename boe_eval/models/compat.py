@@ -1,5 +1,5 @@
-"""Load remote-code models (LLaDA, LLaDA2, Dream) on the running transformers, 4.56+ and 5.x, without editing the model
-directory.
+"""Load remote-code models (LLaDA, LLaDA2, LLaDA-MoE, Dream) on the running transformers, 4.56+ and 5.x, without
+editing the model directory.
 
 LLaDA's, LLaDA2's and Dream's hub code was written against transformers 4.x. On 5.x (checked on 5.24) it breaks in
 five places, each fixed here at load time, and only where the running version needs it:
@@ -15,9 +15,10 @@ five places, each fixed here at load time, and only where the running version ne
   model's own `_init_weights` fills them; Dream's does not, so its rotary `inv_freq` is garbage (silently wrong
   or NaN logits): every rotary module that carries its own `rope_init_fn` gets `inv_freq` recomputed;
 - `transformers.modeling_attn_mask_utils` and `transformers.utils.import_utils.is_torch_fx_available` are gone
-  (LLaDA2's `modeling_llada2_moe.py` imports both: `ModuleNotFoundError`): while a remote-code model is built, a
-  module of that name provides the two mask helpers it uses, restating 4.x's behaviour (`legacy_mask_utils`), and
-  `is_torch_fx_available` answers False (the hub code then skips an optional `torch.fx.wrap`).
+  (LLaDA2's `modeling_llada2_moe.py` imports both, LLaDA-MoE's `modeling_lladamoe.py` the first:
+  `ModuleNotFoundError`): while a remote-code model is built, a module of that name provides the two mask helpers
+  LLaDA2 uses and the `AttentionMaskConverter` LLaDA-MoE imports, restating 4.x's behaviour (`legacy_mask_utils`),
+  and `is_torch_fx_available` answers False (the hub code then skips an optional `torch.fx.wrap`).
 
 (Dream's config calls `rope_config_validation(self)` before `PretrainedConfig.__init__`; 5.24 accepts that, with
 a FutureWarning, also with a legacy `rope_scaling` dict, so nothing is changed there.) What cannot be fixed is
@@ -98,11 +99,53 @@ def _prepare_4d_causal_attention_mask(attention_mask, input_shape, inputs_embeds
     return _causal_padding_mask(attention_mask, input_shape, inputs_embeds, past_key_values_length)
 
 
+class AttentionMaskConverter:
+    """4.x's `AttentionMaskConverter` as far as its mask builders go (`to_causal_4d`, `to_4d`: additive [B, 1, q, kv]
+    masks, 0 where allowed, the dtype's minimum elsewhere). LLaDA-MoE's hub code imports the class and never calls
+    it; a sliding window is not restated (NotImplementedError)."""
+
+    def __init__(self, is_causal: bool, sliding_window: int | None = None) -> None:
+        if sliding_window is not None:
+            raise NotImplementedError("boe-eval's stand-in for AttentionMaskConverter has no sliding window")
+        self.is_causal = is_causal
+        self.sliding_window = sliding_window
+
+    @staticmethod
+    def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+        return mask.masked_fill(~allowed, torch.finfo(dtype).min)
+
+    def to_causal_4d(self, batch_size: int, query_length: int, key_value_length: int, dtype: torch.dtype = torch.float32,
+                     device="cpu") -> torch.Tensor | None:
+        if not self.is_causal:
+            raise ValueError(f"Please use `to_causal_4d` only if {self.__class__} has `is_causal` set to True.")
+        if query_length == 1:
+            return None
+        past = key_value_length - query_length
+        keys, queries = torch.arange(key_value_length, device=device), torch.arange(query_length, device=device)
+        allowed = (keys[None, :] <= queries[:, None] + past)[None, None].expand(batch_size, 1, -1, -1)
+        return self._additive(allowed, dtype)
+
+    def to_4d(self, attention_mask_2d: torch.Tensor, query_length: int, dtype: torch.dtype,
+              key_value_length: int | None = None) -> torch.Tensor:
+        allowed = attention_mask_2d.bool()[:, None, None, :].expand(-1, 1, query_length, -1)
+        if self.is_causal and query_length > 1:
+            if key_value_length is None:
+                raise ValueError("This attention mask converter is causal. Make sure to pass `key_value_length`.")
+            past = key_value_length - query_length
+            keys = torch.arange(key_value_length, device=allowed.device)
+            queries = torch.arange(query_length, device=allowed.device)
+            allowed = allowed & (keys[None, :] <= queries[:, None] + past)[None, None]
+        return self._additive(allowed, dtype)
+
+
 def legacy_mask_utils() -> types.ModuleType:
-    """A stand-in for transformers 4.x's `modeling_attn_mask_utils` with the two helpers remote code imports."""
+    """A stand-in for transformers 4.x's `modeling_attn_mask_utils` with what remote code imports from it: the two
+    mask helpers (LLaDA2) and `AttentionMaskConverter` (LLaDA-MoE)."""
     module = types.ModuleType("transformers.modeling_attn_mask_utils")
     module._prepare_4d_causal_attention_mask = _prepare_4d_causal_attention_mask
     module._prepare_4d_causal_attention_mask_for_sdpa = _prepare_4d_causal_attention_mask_for_sdpa
+    module.AttentionMaskConverter = AttentionMaskConverter
     return module
 
 
@@ -198,6 +241,7 @@ def initialise_rotary_buffers(model: nn.Module) -> int:
 
 
 __all__ = [
+    "AttentionMaskConverter",
     "compatible_model_class",
     "default_rope_parameters",
     "legacy_mask_utils",

@@ -2,7 +2,8 @@
 
 `load_denoiser(path)` inspects `config.json` and picks the wrapper: LLaDA and Dream (remote code,
 `trust_remote_code=True`), MDLM, or any `AutoModelForMaskedLM` (BERT, ModernBERT, the built-in
-models). Architecture wrappers register themselves in `LOADERS` keyed by `config.model_type`.
+models). Architecture wrappers register themselves in `LOADERS` keyed by `config.model_type`, or in
+`ARCHITECTURE_LOADERS` keyed by an `architectures` entry where a model type is shared (LLaDA-MoE's "llada").
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from boe_eval.models.denoiser import Denoiser
 
 #: model_type (lower case) -> loader(path, dtype, device) -> Denoiser
 LOADERS: dict[str, Callable[..., Denoiser]] = {}
+#: an `architectures` entry of config.json -> loader, consulted before LOADERS: for families that share a model_type
+#: with another (LLaDA-MoE's config says "llada", like dense LLaDA's: boe_eval.models.llada_moe)
+ARCHITECTURE_LOADERS: dict[str, Callable[..., Denoiser]] = {}
 #: model_type (lower case) -> check(config.json as a dict, sampler name, gen_length, block_length), raising a one-line
 #: ConfigError before any model loads when the run cannot work on that family (DiffusionGemma:
 #: boe_eval.models.diffusion_gemma)
@@ -199,7 +203,8 @@ def load_denoiser(path: str | Path, dtype: str | torch.dtype = "float32", device
     config = read_config(path)
     dtype = resolve_dtype(dtype)
     model_type = str(config.get("model_type", "")).lower()
-    loader = LOADERS.get(model_type, load_masked_lm)
+    by_architecture = [ARCHITECTURE_LOADERS[a] for a in config.get("architectures") or () if a in ARCHITECTURE_LOADERS]
+    loader = by_architecture[0] if by_architecture else LOADERS.get(model_type, load_masked_lm)
     try:
         denoiser = loader(path, dtype=dtype, device=device)
     except (OSError, ValueError, ImportError, SafetensorError) as err:
