@@ -19,7 +19,7 @@ from boe_eval.models.denoiser import Denoiser
 from boe_eval.models.loading import load_denoiser
 from boe_eval.samplers import build_sampler
 from boe_eval.samplers.wino import shadow_inputs
-from fixtures.models import dream, dream_dir, llada, llada2_dir, llada_dir  # noqa: F401  (pytest fixtures)
+from fixtures.models import dream, dream_dir, llada, llada2_dir, llada_dir, llada_moe, llada_moe_dir  # noqa: F401  (pytest fixtures)
 from test_samplers_baselines import PROMPTS, encode, letters, run
 
 
@@ -107,6 +107,8 @@ def wino_reference(denoiser, prompt, mask_id, gen_length, block_length, threshol
     ("dream", 0.05, 0.9, 8),         # remasking on the Dream stand-in (shadow one position early)
     ("dream", 0.03, 0.2, 16),
     ("dream", 0.0, 1.0, 4),
+    ("llada_moe", 0.6, 0.9, 8),
+    ("llada_moe", 0.05, 0.9, 8),     # remasking on the LLaDA-MoE stand-in (mask injected, positions passed)
 ])
 def test_wino_matches_the_reference(model, threshold, threshold_back, block_length, request):
     """Three prompts of different lengths in one padded batch against the one-prompt reference."""
@@ -209,7 +211,7 @@ def test_bad_parameters_are_one_line_errors(params, message):
 
 
 
-@pytest.mark.parametrize("family", ["llada", "dream"])
+@pytest.mark.parametrize("family", ["llada", "dream", "llada_moe"])
 def test_masked_logits_with_full_attention_and_own_positions_is_the_plain_forward(family, request):
     """A padded batch: the 4-D mask hides the padding keys (as the 2-D padding mask does) and the positions are the
     canvas's own; the real positions' logits equal the plain forward's (fp32)."""
@@ -234,7 +236,7 @@ def _by_hand(denoiser, canvas: torch.Tensor) -> torch.Tensor:
         return denoiser.logits(canvas, attention_mask=torch.ones_like(canvas))
 
 
-@pytest.mark.parametrize("family", ["tiny_bert", "llada", "dream"])
+@pytest.mark.parametrize("family", ["tiny_bert", "llada", "dream", "llada_moe"])
 def test_shadow_columns_are_a_forward_of_the_canvas_with_the_shadow_at_those_positions(family, request):
     """Two checks against direct forwards of canvases built by hand, independent of the 4-D-mask code path:
     (1) per-query masks and far positions: the canvas and a second canvas y appended after it (positions 0..L-1
@@ -293,9 +295,11 @@ def test_a_masked_forward_is_metered_at_its_real_columns(family, request):
     assert meter.row(0)["forward_flops"] == counter.get_total_flops()
 
 
-def test_llada_and_dream_pass_the_pre_flight_and_llada2_does_not(llada_dir, dream_dir, llada2_dir):  # noqa: F811
+def test_llada_and_dream_pass_the_pre_flight_and_llada2_does_not(llada_dir, dream_dir, llada2_dir,  # noqa: F811
+                                                                   llada_moe_dir):  # noqa: F811
     check_sampler_fits_model(build_sampler("wino"), llada_dir)
     check_sampler_fits_model(build_sampler("wino"), dream_dir)
+    check_sampler_fits_model(build_sampler("wino"), llada_moe_dir)
     with pytest.raises(ConfigError, match="'llada2_moe' model, which does not"):
         check_sampler_fits_model(build_sampler("wino"), llada2_dir)
 

@@ -58,6 +58,25 @@ class LLaDAMoEDenoiser(Denoiser):
         SDPA attention, hands every layer's rotated keys and values to `F.scaled_dot_product_attention`."""
         return type(self) is LLaDAMoEDenoiser and getattr(self.model.config, "_attn_implementation", None) == "sdpa"
 
+    @property
+    def supports_4d_mask(self) -> bool:
+        """WINO's shadow block: the hub code takes `position_ids` but drops any attention mask, so the 4-D mask is
+        injected into its SDPA calls (`mask_injection`), as for the padding mask. SDPA attention only."""
+        return type(self) is LLaDAMoEDenoiser and getattr(self.model.config, "_attn_implementation", None) == "sdpa"
+
+    def masked_logits(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor) -> Tensor:
+        """`Denoiser.masked_logits` for LLaDA-MoE (see `supports_4d_mask`): the mask injected, the positions passed."""
+        from boe_eval.models.mask_injection import injected_attention_mask
+
+        self._check_4d_mask(attention_mask)
+        with injected_attention_mask(attention_mask) as record, self.router_saved_tensors():
+            logits = self.model(input_ids=input_ids, position_ids=position_ids, use_cache=False,
+                                return_dict=True).logits
+        if not record.calls:
+            raise RuntimeError(f"{self.name}: the 4-D mask reached no attention call: the model does not attend "
+                               "through torch.nn.functional.scaled_dot_product_attention")
+        return logits
+
     def router_saved_tensors(self):
         """A context for forwards with gradients (BoE's surrogate): the hub router adds `expert_bias` in place to the
         softmax it has just computed (`routing_weights += self.expert_bias`), which autograd saved for the backward,
