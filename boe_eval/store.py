@@ -3,8 +3,8 @@
 A run ("cell": model x sampler x task x decoding settings x seed) writes all its rows at once to
 `<results_dir>/rows/<slug>-<cell_id>.jsonl` (the slug says which cell it is: sampler, knob, budget or steps,
 cache; `cell_file_name`; folders written before hold `<cell_id>.jsonl`, found and resumed the same way) through a
-temporary file and `os.replace`, so a killed sweep never leaves a partial file under the cell's name. The file ends with a *completion record*
-(`{"row_type": "cell_complete", "n_rows": N, "sha256": ..., "identity": {...}}`: the number and the
+temporary file and `os.replace`, so a killed sweep never leaves a partial file under the cell's name. The file
+ends with a *completion record* (`{"row_type": "cell_complete", "n_rows": N, "sha256": ..., "identity": {...}}`: the number and the
 SHA-256 of the row lines before it, and the settings that define the cell). A cell counts as complete
 only if its file verifies:
 
@@ -66,7 +66,8 @@ def _slug_part(value: Any) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "_", text).strip("_.")
 
 
-def cell_file_name(cid: str, identity: Mapping[str, Any] | None = None, summary: Mapping[str, Any] | None = None) -> str:
+def cell_file_name(cid: str, identity: Mapping[str, Any] | None = None,
+                   summary: Mapping[str, Any] | None = None) -> str:
     """The name of a new cell file: `<slug>-<cid>.jsonl`, the slug saying which cell it is (sampler, its swept knob
     when it is not the steps, the budget on its axis or else the steps, the cache when it is on: e.g.
     `boe-nfe64-<cid>`, `eb-gamma0.01-steps256-<cid>`, `threshold-threshold0.9-steps12-dual-<cid>`); the cell id (the
