@@ -1,9 +1,10 @@
 """Tidy result rows (docs/design.md "Results"): one row per (run, example) plus one summary row per run.
 
 A run ("cell": model x sampler x task x decoding settings x seed) writes all its rows at once to
-`<results_dir>/rows/<cell_id>.jsonl` through a temporary file and `os.replace`, so a killed sweep
-never leaves a partial file under the cell's name. The file ends with a *completion record*
-(`{"row_type": "cell_complete", "n_rows": N, "sha256": ..., "identity": {...}}`: the number and the
+`<results_dir>/rows/<slug>-<cell_id>.jsonl` (the slug says which cell it is: sampler, knob, budget or steps,
+cache; `cell_file_name`; folders written before hold `<cell_id>.jsonl`, found and resumed the same way) through a
+temporary file and `os.replace`, so a killed sweep never leaves a partial file under the cell's name. The file
+ends with a *completion record* (`{"row_type": "cell_complete", "n_rows": N, "sha256": ..., "identity": {...}}`: the number and the
 SHA-256 of the row lines before it, and the settings that define the cell). A cell counts as complete
 only if its file verifies:
 
@@ -25,10 +26,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import glob
 import hashlib
 import json
 import math
 import os
+import re
 import tempfile
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
@@ -58,8 +61,53 @@ def cell_id(identity: Mapping[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _slug_part(value: Any) -> str:
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    return re.sub(r"[^A-Za-z0-9.]+", "_", text).strip("_.")
+
+
+def cell_file_name(cid: str, identity: Mapping[str, Any] | None = None,
+                   summary: Mapping[str, Any] | None = None) -> str:
+    """The name of a new cell file: `<slug>-<cid>.jsonl`, the slug saying which cell it is (sampler, its swept knob
+    when it is not the steps, the budget on its axis or else the steps, the cache when it is on: e.g.
+    `boe-nfe64-<cid>`, `eb-gamma0.01-steps256-<cid>`, `threshold-threshold0.9-steps12-dual-<cid>`); the cell id (the
+    hash of its settings) keeps names unique and is the cell's identity. Without a sampler in `identity` the name
+    is `<cid>.jsonl`, as every file written before readable names (both are read: `find_cell_file`)."""
+    identity, summary = identity or {}, summary or {}
+    if not identity.get("sampler"):
+        return f"{cid}.jsonl"
+    parts = [identity["sampler"]]
+    knob, value = summary.get("sweep.knob"), summary.get("sweep.knob_value")
+    if knob and knob != "steps" and value is not None:
+        parts.append(f"{_slug_part(knob)}{_slug_part(value)}")
+    budget = identity.get("extra.budget")
+    if budget is not None:
+        parts.append(f"{_slug_part(identity.get('extra.budget_axis') or 'budget')}{_slug_part(budget)}")
+    elif identity.get("steps") is not None:
+        parts.append(f"steps{_slug_part(identity['steps'])}")
+    if identity.get("cache") not in (None, "none"):
+        parts.append(identity["cache"])
+    slug = "-".join(p for p in (_slug_part(part) for part in parts) if p)
+    return f"{slug}-{cid}.jsonl"
+
+
+def cell_id_of(path: str | Path) -> str:
+    """The cell id a cell file's name ends with (`<slug>-<cid>.jsonl` or `<cid>.jsonl`)."""
+    return Path(path).stem.rsplit("-", 1)[-1]
+
+
+def find_cell_file(results_dir: str | Path, cid: str) -> Path | None:
+    """The file of cell `cid` in `results_dir/rows`, under its readable or its plain (older) name, or None."""
+    rows = Path(results_dir) / ROWS_DIR
+    plain = rows / f"{cid}.jsonl"
+    if plain.exists():
+        return plain
+    return next(iter(sorted(rows.glob(f"*-{glob.escape(cid)}.jsonl"))), None)
+
+
 def cell_path(results_dir: str | Path, cid: str) -> Path:
-    return Path(results_dir) / ROWS_DIR / f"{cid}.jsonl"
+    """The file of cell `cid` when it exists (under either name, `find_cell_file`), else `rows/<cid>.jsonl`."""
+    return find_cell_file(results_dir, cid) or Path(results_dir) / ROWS_DIR / f"{cid}.jsonl"
 
 
 def _clean(value: Any) -> Any:
@@ -147,9 +195,12 @@ def _row_line(row: Mapping[str, Any]) -> bytes:
 
 def write_cell(results_dir: str | Path, cid: str, rows: Iterable[Mapping[str, Any]],
                identity: Mapping[str, Any] | None = None) -> Path:
-    """Atomically write a cell's rows (all or nothing) followed by its completion record."""
-    target = cell_path(results_dir, cid)
+    """Atomically write a cell's rows (all or nothing) followed by its completion record, to the cell's file when it
+    has one (a damaged cell being recomputed keeps its name), else to a new file named by `cell_file_name`."""
     ensure_results_dir(results_dir)
+    rows = list(rows)
+    summary = next((r for r in rows if r.get("row_type") == "summary"), None)
+    target = find_cell_file(results_dir, cid) or Path(results_dir) / ROWS_DIR / cell_file_name(cid, identity, summary)
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{cid}.", suffix=".tmp", dir=target.parent)
@@ -219,7 +270,7 @@ def verify_file(path: str | Path) -> CellCheck:
         digest = hashlib.sha256(b"".join(line + b"\n" for line in lines[:-1])).hexdigest()
         if digest != last.get("sha256"):
             return CellCheck(path, False, "checksum mismatch (the rows were changed after they were written)")
-        if last.get("cell_id") not in (None, path.stem):
+        if last.get("cell_id") not in (None, cell_id_of(path)):
             return CellCheck(path, False, f"its completion record belongs to cell {last.get('cell_id')!r}")
         return CellCheck(path, True, "", body, last)
     # format 1 (before completion records): the summary row closes the file and counts the examples
@@ -228,7 +279,7 @@ def verify_file(path: str | Path) -> CellCheck:
     examples = sum(1 for r in rows[:-1] if r.get("row_type") == "example")
     if examples != last["n_examples"] or len(rows) != examples + 1:
         return CellCheck(path, False, f"holds {examples} example rows, its summary row says {last['n_examples']}")
-    if any(r.get("cell_id") not in (None, path.stem) for r in rows):
+    if any(r.get("cell_id") not in (None, cell_id_of(path)) for r in rows):
         return CellCheck(path, False, "holds rows of another cell")
     return CellCheck(path, True, "", rows, None)
 

@@ -12,7 +12,7 @@ from boe_eval.decoding import DecodeConfig, generate
 from boe_eval.models.flops import flop_model
 from boe_eval.models.loading import load_denoiser
 from boe_eval.samplers import build_sampler
-from fixtures.models import dream, dream_dir, llada, llada_dir, mdlm, mdlm_dir  # noqa: F401  (pytest fixtures)
+from fixtures.models import dream, dream_dir, llada, llada_dir, llada_moe, llada_moe_dir, mdlm, mdlm_dir  # noqa: F401
 
 
 def _model(family, request):
@@ -29,15 +29,16 @@ def _counted(denoiser, length, logits_from):
     return counter.get_total_flops()
 
 
-@pytest.mark.parametrize("family", ["builtin", "llada", "dream", "mdlm"])
+@pytest.mark.parametrize("family", ["builtin", "llada", "dream", "mdlm", "llada_moe"])
 @pytest.mark.parametrize("length,logits_from", [(20, 0), (20, 12), (33, 5)])
 def test_analytic_flops_equal_the_flop_counter(family, length, logits_from, request):
+    """(LLaDA-MoE: each token runs its top-k experts, so the experts count k x their size per position.)"""
     denoiser = _model(family, request)
     model = flop_model(denoiser)
     n = torch.tensor([length])
     analytic = float(model.forward_flops(n, n, denoiser.head_positions(n, logits_from))[0])
     counted = _counted(denoiser, length, logits_from)
-    if family == "dream":  # its rotary table is one more (tiny) matrix product: 2 x head_dim/2 FLOPs per position
+    if family in ("dream", "llada_moe"):  # the rotary table is one more (tiny) matrix product: 2 x head_dim/2 FLOPs a position
         assert analytic == pytest.approx(counted, rel=1e-3)
     else:
         assert analytic == counted

@@ -163,7 +163,7 @@ def test_prompts_with_room_to_spare_load_no_tokenizer(monkeypatch):
     assert prompt_lengths.job_prompts(_cell(limit=2)) == ["7862140500+2137854497=", "9755908263+3264694736="]
 
 
-def test_rows_md_says_which_cell_each_hash_named_row_file_holds(tmp_path):
+def test_rows_md_says_which_cell_each_row_file_holds(tmp_path):
     from boe_eval.analysis.report import write_rows_indexes
     from boe_eval.store import cell_id, write_cell
 
@@ -179,8 +179,8 @@ def test_rows_md_says_which_cell_each_hash_named_row_file_holds(tmp_path):
     assert path == tmp_path / "rows.md"
     table = [[c.strip() for c in line.strip("|").split("|")] for line in path.read_text().splitlines()
              if line.startswith("| ") and not line.startswith("| rows file")]
-    expected = sorted([[f"{cell_id({'sampler': 'confidence', 'steps': 4})}.jsonl", "confidence", "–", "tiny_sudoku",
-                        "16", "4", "7", "–", "1", "100.0"],
-                       [f"{cell_id({'sampler': 'margin', 'steps': 8})}.jsonl", "margin", "threshold=0.9", "tiny_sudoku",
-                        "16", "8", "7", "–", "1", "100.0"]])
+    expected = sorted([[f"confidence-steps4-{cell_id({'sampler': 'confidence', 'steps': 4})}.jsonl", "confidence", "–",
+                        "tiny_sudoku", "16", "4", "7", "–", "1", "100.0"],
+                       [f"margin-steps8-{cell_id({'sampler': 'margin', 'steps': 8})}.jsonl", "margin", "threshold=0.9",
+                        "tiny_sudoku", "16", "8", "7", "–", "1", "100.0"]])
     assert table == expected

@@ -380,7 +380,7 @@ def test_report_refuses_to_pool_cells_of_different_limits_or_code(tmp_path):
         folder = tmp_path / name
         first = cell(folder)
         second = cell(folder, **change)
-        with pytest.raises(PoolingError, match=rf"rows/(?:{first}|{second}).jsonl.* differ in {name}: "):
+        with pytest.raises(PoolingError, match=rf"rows/\*(?:{first}|{second}).jsonl.* differ in {name}: "):
             load_results(folder)
 
 

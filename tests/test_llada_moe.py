@@ -210,6 +210,9 @@ def test_boe_eval_runs_end_to_end_on_the_llada_moe_stand_in(llada_moe_dir, tmp_p
     assert sorted(r["sampler"] for r in examples) == ["boe", "boe", "confidence", "confidence"]
     assert all(r["model_family"] == "llada_moe" and r["padding_mask"] == "injected" for r in examples)
     assert all(r["nfe"] == 8 for r in examples if r["sampler"] == "confidence")
+    names = sorted(f.name.rsplit("-", 1)[0] for f in (tmp_path / "out" / "rows").glob("*.jsonl"))
+    assert names == ["boe-steps8", "confidence-steps8"]  # row files say which cell they hold
+    assert "| rows/boe-steps8-" in (tmp_path / "out" / "summary.md").read_text()  # the last job's summary table
 
 
 def test_the_compatibility_layers_attention_mask_converter_builds_4x_masks():

@@ -122,7 +122,8 @@ def _plain(value):
 
 
 def _where(cid) -> str:
-    return f"{ROWS_DIR}/{cid}.jsonl" if isinstance(cid, str) else "a planned cell"
+    """How an error names a cell's file: a pattern matching `<slug>-<cid>.jsonl` and the older `<cid>.jsonl`."""
+    return f"{ROWS_DIR}/*{cid}.jsonl" if isinstance(cid, str) else "a planned cell"
 
 
 def check_pooling(cells: pd.DataFrame) -> None:

@@ -28,8 +28,9 @@ def default_x(points) -> str:
 
 
 def rows_index(rows_dir: Path) -> str | None:
-    """`rows.md` next to `rows/`: which cell each row file holds (row files are named by the hash of their settings). One
-    line per complete cell, from its summary row; None when the folder holds none."""
+    """`rows.md` next to `rows/`: which cell each row file holds (row files are named `<slug>-<hash>.jsonl`, older ones by
+    the hash of their settings alone). One line per complete cell, from its summary row; None when the folder holds
+    none."""
     import pandas as pd
 
     from boe_eval.analysis.tables import MISSING, _pct, markdown
@@ -50,9 +51,11 @@ def rows_index(rows_dir: Path) -> str | None:
                       "n": summary.get("n_examples"), "score %": _pct(summary.get("score"))})
     if not lines:
         return None
-    return ("# Row files (`rows/`)\n\nEach file holds one cell (its examples, its summary row, a completion record); its name is "
-            "the hash of the cell's settings. Written by boe-report / boe-eval.\n\n"
-            + markdown(pd.DataFrame(lines)) + "\n")
+    readable = any("-" in line["rows file"] for line in lines)  # `<slug>-<cell id>.jsonl` (store.cell_file_name)
+    naming = ("its name says the sampler, its knob, the budget or steps and the cache, and ends with the hash of the "
+              "cell's settings" if readable else "its name is the hash of the cell's settings")
+    return ("# Row files (`rows/`)\n\nEach file holds one cell (its examples, its summary row, a completion record); "
+            f"{naming}. Written by boe-report / boe-eval.\n\n" + markdown(pd.DataFrame(lines)) + "\n")
 
 
 def write_rows_indexes(results_dir: str | Path) -> list[Path]:

@@ -10,7 +10,7 @@ Every accuracy carries its 95% interval (Wilson or bootstrap, `boe_eval.analysis
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
@@ -37,10 +37,12 @@ CORPUS_COLUMNS = {"metric.mauve": "MAUVE", "metric.gen_ppl": "GenPPL", "metric.e
                   "metric.oracle_gen_ppl": "oracle GenPPL"}
 
 
-def format_summary_table(summaries: Sequence[dict]) -> str:
+def format_summary_table(summaries: Sequence[dict], files: Mapping[str, str] | None = None) -> str:
     """Markdown summary of one job: a heading line (model, task, n, decoding settings), one table row per
     sampler (primary score with its 95% Wilson interval, the task's other metrics, mean compute per
-    sequence, wall time, the row file) and a legend saying what each column is."""
+    sequence, wall time, the row file: its name in `files` (cell id -> file name), else `<cell id>.jsonl`) and a
+    legend saying what each column is."""
+    files = files or {}
     df = summary_frame(summaries)
     if df.empty:
         return "(no results)"
@@ -74,7 +76,8 @@ def format_summary_table(summaries: Sequence[dict]) -> str:
     if "remasked" in df and (df["remasked"].fillna(0) > 0).any():
         table["remasked"] = df["remasked"].map(lambda v: _num(v, 0))
     if "cell_id" in df:
-        table["rows file"] = df["cell_id"].map(lambda c: f"rows/{c}.jsonl" if isinstance(c, str) else MISSING)
+        table["rows file"] = df["cell_id"].map(
+            lambda c: f"rows/{files.get(c, f'{c}.jsonl')}" if isinstance(c, str) else MISSING)
     legend = ("n: examples scored per sampler. %: mean over the n examples, in percent; 95% CI: Wilson score "
               f"interval of {metric} (– when it is not a 0/1 score). NFE, forwards, backwards, fwd-equiv "
               "(forwards + 2 x backwards): means per sequence. wall s: seconds of the sampler's whole evaluation "

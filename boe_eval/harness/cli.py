@@ -106,13 +106,14 @@ def run_job(job: JobSpec | DictConfig) -> Path:
             summaries.extend(r for r in read_cell(results_dir, cid) if r["row_type"] == "summary")
     if not dp.is_main:
         return results_dir
-    table = format_summary_table(summaries)
+    table = format_summary_table(summaries, {cid: cell_path(results_dir, cid).name for cid in
+                                             {s.get("cell_id") for s in summaries} if isinstance(cid, str)})
     print()
     print(table)
     write_text_atomic(results_dir / "summary.md", table + "\n")
     from boe_eval.analysis.report import write_rows_indexes
 
-    write_rows_indexes(results_dir)  # rows.md: which cell each (hash-named) file in rows/ holds
+    write_rows_indexes(results_dir)  # rows.md: which cell each file in rows/ holds
     if job.plot and len(summaries) > 0:
         from boe_eval.analysis.plots import plot_summary
 

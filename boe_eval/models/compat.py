@@ -115,8 +115,8 @@ class AttentionMaskConverter:
         mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
         return mask.masked_fill(~allowed, torch.finfo(dtype).min)
 
-    def to_causal_4d(self, batch_size: int, query_length: int, key_value_length: int, dtype: torch.dtype = torch.float32,
-                     device="cpu") -> torch.Tensor | None:
+    def to_causal_4d(self, batch_size: int, query_length: int, key_value_length: int,
+                     dtype: torch.dtype = torch.float32, device="cpu") -> torch.Tensor | None:
         if not self.is_causal:
             raise ValueError(f"Please use `to_causal_4d` only if {self.__class__} has `is_causal` set to True.")
         if query_length == 1:

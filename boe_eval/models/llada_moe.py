@@ -1,4 +1,4 @@
-"""LLaDA-MoE (inclusionAI/LLaDA-MoE-7B-A1B-Base, -Instruct: a masked-diffusion MoE, 7B total, 1.4B active) behind
+"""LLaDA-MoE (inclusionAI/LLaDA-MoE-7B-A1B-Base, -Instruct: a masked-diffusion MoE, 7B total, about 1B active) behind
 the Denoiser contract.
 
 The hub remote code (`modeling_lladamoe.py`, class `LLaDAMoEModelLM`, loaded through `AutoModelForCausalLM` +
