@@ -313,3 +313,49 @@ def test_boe_eval_runs_wino_end_to_end_on_the_llada_stand_in(llada_dir, tmp_path
     examples = example_rows(tmp_path / "out")
     assert len(examples) == 2 and all(r["model_family"] == "llada" and r["sampler"] == "wino" for r in examples)
     assert all(1 <= r["nfe"] <= 8 and r["forward_flops"] > 0 and r["tokens_processed"] > 0 for r in examples)
+
+
+def _llada_by_hand(denoiser, ids: torch.Tensor, allowed: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """The LLaDA stand-in's forward written out layer by layer from its weights, with RoPE at `positions` and the
+    boolean mask handed to the attention directly (no injection, no rotation after the fact)."""
+    transformer, config = denoiser.model.model.transformer, denoiser.model.config
+
+    def norm(module, x):
+        return module.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + module.eps))
+
+    heads = config.n_heads
+    x = transformer.wte(ids)
+    for block in transformer.blocks:
+        h = norm(block.attn_norm, x)
+        b, n, d = h.shape
+        q, k, v = (proj(h).view(b, n, heads, d // heads).transpose(1, 2)
+                   for proj in (block.q_proj, block.k_proj, block.v_proj))
+        dim = q.shape[-1]
+        inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+        angle = positions.float()[..., None] * inv_freq
+        angle = torch.cat((angle, angle), dim=-1)[:, None]
+
+        def rope(t):
+            first, second = t.chunk(2, dim=-1)
+            return t * angle.cos() + torch.cat((-second, first), dim=-1) * angle.sin()
+
+        out = F.scaled_dot_product_attention(rope(q), rope(k), v, attn_mask=allowed)
+        x = x + block.attn_out(out.transpose(1, 2).reshape(b, n, d))
+        h = norm(block.ff_norm, x)
+        x = x + block.ff_out(F.silu(block.ff_proj(h)) * block.up_proj(h))
+    return transformer.ff_out(norm(transformer.ln_f, x))
+
+
+def test_wino_shadow_on_llada_equals_its_forward_written_out_by_hand(llada):  # noqa: F811
+    """WINO's own canvas-plus-shadow inputs (two rows, padding, the ~eye mask, shadow positions of the block) through
+    `masked_logits` against the stand-in's layers run by hand at those positions under that mask."""
+    x = torch.tensor([encode(llada, "ab+cd=") + [llada.mask_id] * 4 + [llada.pad_id] * 2,
+                      encode(llada, "abcd+efgh=") + [llada.mask_id] * 2])
+    x[0, 7] = encode(llada, "z")[0]  # a written slot of the block
+    attention = (torch.arange(12)[None] < torch.tensor([[10], [12]])).long()
+    ids, mask, positions = shadow_inputs(x, attention, torch.tensor([6, 8]), 4, llada.mask_id)
+    with torch.no_grad():
+        ours = llada.masked_logits(ids, mask, positions)
+        by_hand = _llada_by_hand(llada, ids, mask, positions)
+    real = mask[:, 0].any(dim=1)
+    assert torch.allclose(ours[real], by_hand[real], atol=1e-5, rtol=0)
