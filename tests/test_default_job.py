@@ -43,9 +43,9 @@ def _compose(overrides):
         return compose(config_name="config", overrides=overrides)
 
 
-def test_default_sweep_composes_on_the_sudoku_model_with_the_main_families_at_three_budgets():
+def test_default_sweep_composes_on_the_chain_model_with_the_main_families_at_three_budgets():
     cfg = _compose(with_default_job(["output_dir=/tmp/unused"]))
-    assert cfg.model.name == cfg.task.name == "tiny_sudoku"
+    assert cfg.model.name == cfg.task.name == "tiny_chain"  # the converged ground where orders separate
     cells = plan_sweep(cfg)
     assert {c.entry.name for c in cells} == MAIN_FAMILIES
     budgets = {c.budget for c in cells if c.budget is not None}
