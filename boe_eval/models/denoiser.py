@@ -277,9 +277,12 @@ class Denoiser:
 
     @property
     def supports_4d_mask(self) -> bool:
-        """True if `masked_logits` can run: the model takes a per-query attention mask and position ids."""
-        model_type = str(getattr(getattr(self.model, "config", None), "model_type", "")).lower()
-        return type(self)._forward is Denoiser._forward and model_type in FOUR_D_MASK_MODEL_TYPES
+        """True if `masked_logits` can run: the model takes a per-query attention mask and position ids (a BERT
+        with relative position encodings, `position_embedding_type` != "absolute", ignores position ids: False)."""
+        config = getattr(self.model, "config", None)
+        model_type = str(getattr(config, "model_type", "")).lower()
+        absolute = getattr(config, "position_embedding_type", "absolute") in ("absolute", None)
+        return type(self)._forward is Denoiser._forward and model_type in FOUR_D_MASK_MODEL_TYPES and absolute
 
     def masked_logits(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor) -> Tensor:
         """Logits [B, Q, V] under a boolean attention mask [B, 1, Q, K] (query i attends to key j where True; Q = K =
