@@ -33,15 +33,17 @@ def test_items_are_two_strings_differing_at_about_half_of_the_places():
         assert len(a) == len(b) == pivot_dense.LENGTH == 46 and d["choice"] in ("A", "B")
         assert a.isdigit() and b.isdigit()
         diffs = [i for i in range(46) if a[i] != b[i]]
-        assert len(diffs) >= pivot_dense.MIN_DIFFS and diffs == pivot_dense.differing(d)
-        assert all(int(b[i]) == (int(a[i]) + 5) % 10 for i in diffs)
+        assert len(diffs) >= pivot_dense.MIN_DIFFS and len(diffs) % 2 == 1 and diffs == pivot_dense.differing(d)
+        assert all(a[i] in "01234" and int(b[i]) == int(a[i]) + 5 for i in diffs)
         differing, places = differing + len(diffs), places + 46
-        # independent construction of the template: shared digit, or "abcdefghij"[A's digit] where they differ
+        # independent construction of the template: shared digit, or "abcde"[A's digit] where they differ
         template = "".join(a[i] if a[i] == b[i] else chr(ord("a") + int(a[i])) for i in range(46))
         assert pivot_dense.prompt(d) == template + "="
         assert pivot_dense.answer(d) == d["choice"] + (a if d["choice"] == "A" else b)
         assert len(pivot_dense.answer(d)) == pivot_dense.GEN_LENGTH - 1 == 47
-    assert 0.48 < differing / places < 0.52
+    assert 0.47 < differing / places < 0.52
+    shared = [x for d in docs for x, y in zip(d["a"], d["b"]) if x == y]
+    assert set(shared) == set("0123456789") and all(0.08 < shared.count(c) / len(shared) < 0.12 for c in "0123456789")
     assert 0.45 < sum(d["choice"] == "A" for d in docs) / len(docs) < 0.55
 
 
@@ -61,18 +63,18 @@ def test_generator_is_deterministic_and_the_test_set_is_held_out():
 
 def test_metric_on_hand_cases():
     a = "0123456789" * 4 + "012345"
-    b = "5" + a[1:7] + "2" + a[8:]  # differs at places 0 (0 -> 5) and 7 (7 -> 2)
+    b = "5" + a[1:3] + "8" + a[4:]  # differs at places 0 (0 -> 5) and 3 (3 -> 8)
     doc = {"a": a, "b": b, "choice": "A"}
-    assert pivot_dense.prompt(doc) == "a123456h" + a[8:] + "="
+    assert pivot_dense.prompt(doc) == "a12d" + a[4:] + "="
     assert pivot_dense.score("A" + a, doc) == {"valid": 1.0, "consistent": 1.0, "majority": 1.0}
     assert pivot_dense.score("B" + b + "\n", doc) == {"valid": 1.0, "consistent": 1.0, "majority": 1.0}
     # the letter names B but the digits are A's: both differing places disagree with B
     assert pivot_dense.score("B" + a, doc) == {"valid": 0.0, "consistent": 0.0, "majority": 1.0}
-    # an even mix: place 0 from A, place 7 from B
-    mixed = "A" + a[:7] + "2" + a[8:]
+    # an even mix: place 0 from A, place 3 from B
+    mixed = "A" + a[:3] + "8" + a[4:]
     assert pivot_dense.score(mixed, doc) == {"valid": 0.0, "consistent": 0.5, "majority": 0.5}
     # a wrong shared digit: not valid, the differing places still all A's
-    assert pivot_dense.score("A" + a[:3] + "9" + a[4:], doc) == {"valid": 0.0, "consistent": 1.0, "majority": 1.0}
+    assert pivot_dense.score("A" + a[:5] + "9" + a[6:], doc) == {"valid": 0.0, "consistent": 1.0, "majority": 1.0}
     assert pivot_dense.score("C" + a, doc) == {"valid": 0.0, "consistent": 0.0, "majority": 1.0}
     assert pivot_dense.score("", doc) == {"valid": 0.0, "consistent": 0.0, "majority": 0.0}
     assert pivot_dense.score("A" + a[:-1], doc)["valid"] == 0.0
@@ -85,6 +87,7 @@ def test_layout_is_the_task_configs():
     task = get_tiny_task("tiny_pivot_dense")
     assert task.gen_length == cfg.gen_length == pivot_dense.GEN_LENGTH == 48
     assert task.steps == cfg.steps == 24 and task.layout().block_length == cfg.block_length == 48
+    assert cfg.temperature == 1.0  # sampled: greedy decoding breaks every 50/50 tie the same way
     assert "max_gen_toks: 48" in (REPO / "tasks" / "tiny_pivot_dense" / "tiny_pivot_dense.yaml").read_text()
 
 
@@ -138,3 +141,18 @@ def test_a_bert_with_relative_positions_is_not_offered_position_ids(tmp_path):
     check_sampler_fits_model(build_sampler("wino"), str(tmp_path / "absolute"))
     with pytest.raises(ConfigError, match="relative positions"):
         check_sampler_fits_model(build_sampler("wino"), str(tmp_path / "relative_key"))
+
+
+def test_the_task_config_sets_the_default_temperature_and_an_override_wins():
+    from hydra import compose, initialize_config_dir
+
+    from boe_eval.harness.cli import CONFIG_DIR
+    from boe_eval.harness.schema import validate_job
+
+    def job(*overrides: str):
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            return validate_job(compose(config_name="config", overrides=["sampler=confidence", *overrides]))
+
+    assert job("model=tiny_pivot_dense", "task=tiny_pivot_dense").temperature == 1.0
+    assert job("model=tiny_pivot_dense", "task=tiny_pivot_dense", "temperature=0").temperature == 0.0
+    assert job("model=tiny_chain", "task=tiny_chain").temperature == 0.0  # tasks that set none stay greedy
