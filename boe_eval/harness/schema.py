@@ -121,6 +121,7 @@ class TaskSchema:
     block_length: int | None = _allowed(None, "a positive integer dividing gen_length (or null)")
     include_paths: list[str] = _allowed(allowed="a list of folders with lm-eval task YAMLs", default_factory=list)
     limit: int | None = _allowed(None, "a positive integer: the task's default number of examples (or null)")
+    temperature: float | None = _allowed(None, "a number >= 0: the task's default sampling temperature (or null)")
 
 
 @dataclass

@@ -118,7 +118,10 @@ def check_sampler_fits_model(sampler: Sampler, model_path: str) -> None:
     from boe_eval.models.loading import read_config
 
     if getattr(sampler, "needs_4d_mask", False):
-        model_type = str(read_config(model_path).get("model_type", "")).lower()
+        config = read_config(model_path)
+        model_type = str(config.get("model_type", "")).lower()
+        if config.get("position_embedding_type", "absolute") not in ("absolute", None):  # ignores position ids
+            model_type = f"{model_type} (relative positions)"
         if model_type not in FOUR_D_MASK_MODEL_TYPES:
             raise ConfigError(
                 f"sampler={sampler.name} needs a denoiser that takes a 4-D attention mask (its shadow-block "

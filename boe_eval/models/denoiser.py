@@ -283,9 +283,12 @@ class Denoiser:
     @property
     def supports_4d_mask(self) -> bool:
         """True if `masked_logits` can run: the model takes a per-query attention mask and position ids (here: the
-        generic masked-LM denoiser on a BERT; LLaDA and Dream have their own)."""
-        model_type = str(getattr(getattr(self.model, "config", None), "model_type", "")).lower()
-        return type(self)._forward is Denoiser._forward and model_type == "bert"
+        generic masked-LM denoiser on a BERT with absolute positions; a BERT with relative position encodings,
+        `position_embedding_type` != "absolute", ignores position ids; LLaDA and Dream have their own)."""
+        config = getattr(self.model, "config", None)
+        model_type = str(getattr(config, "model_type", "")).lower()
+        absolute = getattr(config, "position_embedding_type", "absolute") in ("absolute", None)
+        return type(self)._forward is Denoiser._forward and model_type == "bert" and absolute
 
     def masked_logits(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor) -> Tensor:
         """Logits [B, Q, V] under a boolean attention mask [B, 1, Q, K] (query i attends to key j where True; Q = K =

@@ -48,6 +48,9 @@ class TrainConfig:
     #: trains exactly the first `steps` steps of the longer run
     schedule_steps: int | None = None
     snapshot_every: int = 0  #: also save the model every N steps under out/snapshots/step<N> (0 = never)
+    #: BERT's position encoding: "absolute" (learned per position) or "relative_key" (learned per distance, Shaw et
+    #: al. 2018, as BertConfig implements it), which makes copying at a fixed offset one attention pattern
+    position_embedding_type: str = "absolute"
 
 
 @dataclass
@@ -111,6 +114,7 @@ def build_model(tokenizer, config: TrainConfig) -> BertForMaskedLM:
             hidden_dropout_prob=config.dropout,
             attention_probs_dropout_prob=config.dropout,
             pad_token_id=tokenizer.pad_token_id,
+            position_embedding_type=config.position_embedding_type,
         )
     )
 
