@@ -156,3 +156,20 @@ def test_the_task_config_sets_the_default_temperature_and_an_override_wins():
     assert job("model=tiny_pivot_dense", "task=tiny_pivot_dense").temperature == 1.0
     assert job("model=tiny_pivot_dense", "task=tiny_pivot_dense", "temperature=0").temperature == 0.0
     assert job("model=tiny_chain", "task=tiny_chain").temperature == 0.0  # tasks that set none stay greedy
+
+
+def test_efficient_active_query_attention_is_refused_before_loading_and_faithful_runs():
+    """The shipped model uses relative positions (BERT's own attention, not torch's SDPA kernel): BoE's default
+    efficient AQA cannot intercept it, so the pre-flight refuses it in one line naming the fix; the faithful mode
+    (eq. 30 as written) passes, and so does BoE with efficient AQA on an absolute-position model."""
+    from boe_eval.errors import ConfigError
+    from boe_eval.harness.specs import check_sampler_fits_model
+    from boe_eval.samplers import build_sampler
+
+    with pytest.raises(ConfigError) as err:
+        check_sampler_fits_model(build_sampler("boe"), "builtin:tiny_pivot_dense")
+    text = str(err.value)
+    assert "\n" not in text and "'relative_key'" in text and "sampler.params.aqa_mode=faithful" in text
+    check_sampler_fits_model(build_sampler("boe", aqa_mode="faithful"), "builtin:tiny_pivot_dense")
+    check_sampler_fits_model(build_sampler("boe", aqa=False), "builtin:tiny_pivot_dense")
+    check_sampler_fits_model(build_sampler("boe"), "builtin:tiny_chain")

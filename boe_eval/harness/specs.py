@@ -110,6 +110,24 @@ class CellSpec:
 TIME_CONDITIONED_MODEL_TYPES = frozenset({"mdlm", "boe_oracle", "sedd"})
 
 
+def _check_efficient_aqa_fits(sampler: Sampler, model_path: str) -> None:
+    """BoE's efficient ActiveQueryAttention (boe_eval/models/aqa.py) replaces the SDPA kernel call; a BERT with
+    relative position encodings computes attention itself, so that mode cannot run there (the faithful mode,
+    eq. 30 as written, gives the same gradients)."""
+    from boe_eval.models.loading import read_config
+
+    settings = getattr(sampler, "config", None)
+    if not (getattr(settings, "aqa", False) and getattr(settings, "aqa_mode", None) == "efficient"):
+        return
+    positions = read_config(model_path).get("position_embedding_type", "absolute")
+    if positions not in ("absolute", None):
+        raise ConfigError(
+            f"sampler={sampler.name} with aqa_mode=efficient needs attention through torch's SDPA kernel and "
+            f"model.path={model_path} is a BERT with {positions!r} position encodings, which computes attention "
+            "itself: add sampler.params.aqa_mode=faithful (the same gradients, eq. 30 as written)"
+        )
+
+
 def check_sampler_fits_model(sampler: Sampler, model_path: str) -> None:
     """Before loading: a sampler that needs a time-conditioned denoiser (the ReMDM sigma-schedules
     remdm_cap, remdm_rescale, remdm_loop) on a model that is not one (LLaDA, Dream, masked LMs) is refused
@@ -128,6 +146,7 @@ def check_sampler_fits_model(sampler: Sampler, model_path: str) -> None:
                 f"verification) and model.path={model_path} is a {model_type or 'masked LM'!r} model, which does not: "
                 f"models with one are {', '.join(sorted(FOUR_D_MASK_MODEL_TYPES))} (e.g. model=tiny_addition)"
             )
+    _check_efficient_aqa_fits(sampler, model_path)
     if not sampler.needs_time_conditioning:
         return
     config = read_config(model_path)
