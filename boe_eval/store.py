@@ -68,7 +68,8 @@ def _slug_part(value: Any) -> str:
 
 def cell_file_name(cid: str, identity: Mapping[str, Any] | None = None,
                    summary: Mapping[str, Any] | None = None) -> str:
-    """The name of a new cell file: `<slug>-<cid>.jsonl`, the slug saying which cell it is (sampler, its swept knob
+    """The name of a new cell file: `<slug>-<cid>.jsonl`, the slug saying which cell it is (sampler variant, e.g.
+    `lookum_control_random`, else the sampler; its swept knob
     when it is not the steps, the budget on its axis or else the steps, the cache when it is on: e.g.
     `boe-nfe64-<cid>`, `eb-gamma0.01-steps256-<cid>`, `threshold-threshold0.9-steps12-dual-<cid>`); the cell id (the
     hash of its settings) keeps names unique and is the cell's identity. Without a sampler in `identity` the name
@@ -76,7 +77,7 @@ def cell_file_name(cid: str, identity: Mapping[str, Any] | None = None,
     identity, summary = identity or {}, summary or {}
     if not identity.get("sampler"):
         return f"{cid}.jsonl"
-    parts = [identity["sampler"]]
+    parts = [summary.get("variant") or identity.get("extra.variant") or identity["sampler"]]
     knob, value = summary.get("sweep.knob"), summary.get("sweep.knob_value")
     if knob and knob != "steps" and value is not None:
         parts.append(f"{_slug_part(knob)}{_slug_part(value)}")

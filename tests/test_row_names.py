@@ -41,6 +41,8 @@ def _spec(**overrides) -> CellSpec:
     (_spec(sampler="threshold", sampler_params={"threshold": 0.9}, steps=12, cache="dual", extra={}),
      {"sweep.knob": "threshold", "sweep.knob_value": 0.9}, "threshold-threshold0.9-steps12-dual"),
     (_spec(sampler="confidence", sampler_params={}, steps=64, extra={}), None, "confidence-steps64"),  # a plain run
+    (_spec(sampler="lookum", sampler_params={"signal": "random"}, steps=8, extra={"variant": "lookum_control_random"}),
+     None, "lookum_control_random-steps8"),  # a control: named by its variant, not by the sampler it runs
 ])
 def test_a_hand_built_cell_gets_a_name_that_says_which_cell_it_is(spec, summary, slug, tmp_path):
     cid = cell_id(spec.identity())

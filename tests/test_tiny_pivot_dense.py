@@ -172,4 +172,7 @@ def test_efficient_active_query_attention_is_refused_before_loading_and_faithful
     assert "\n" not in text and "'relative_key'" in text and "sampler.params.aqa_mode=faithful" in text
     check_sampler_fits_model(build_sampler("boe", aqa_mode="faithful"), "builtin:tiny_pivot_dense")
     check_sampler_fits_model(build_sampler("boe", aqa=False), "builtin:tiny_pivot_dense")
+    check_sampler_fits_model(build_sampler("boe", signal="random"), "builtin:tiny_pivot_dense")  # no backward
+    with pytest.raises(ConfigError, match="aqa_mode=faithful"):
+        check_sampler_fits_model(build_sampler("boe", signal="negated"), "builtin:tiny_pivot_dense")
     check_sampler_fits_model(build_sampler("boe"), "builtin:tiny_chain")
