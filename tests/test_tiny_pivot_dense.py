@@ -86,7 +86,7 @@ def test_layout_is_the_task_configs():
     cfg = OmegaConf.load(REPO / "configs" / "task" / "tiny_pivot_dense.yaml")
     task = get_tiny_task("tiny_pivot_dense")
     assert task.gen_length == cfg.gen_length == pivot_dense.GEN_LENGTH == 48
-    assert task.steps == cfg.steps == 24 and task.layout().block_length == cfg.block_length == 48
+    assert task.steps == cfg.steps == 8 and task.layout().block_length == cfg.block_length == 48
     assert cfg.temperature == 1.0  # sampled: greedy decoding breaks every 50/50 tie the same way
     assert "max_gen_toks: 48" in (REPO / "tasks" / "tiny_pivot_dense" / "tiny_pivot_dense.yaml").read_text()
 
