@@ -17,9 +17,14 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from boe_eval.errors import ConfigError
 from boe_eval.models.denoiser import Denoiser
-from boe_eval.models.loading import LOADERS, load_remote_code_model, load_tokenizer
+from boe_eval.models.loading import (
+    LOADERS,
+    load_remote_code_model,
+    load_tokenizer,
+    remote_code_mask_id,
+    single_token_id,
+)
 
 #: LLaDA's mask token `<|mdm_mask|>` (hard-coded as `mask_id=126336` in LLaDA's generate.py)
 DEFAULT_MASK_ID = 126336
@@ -119,33 +124,14 @@ class LLaDADenoiser(Denoiser):
         return out.logits
 
 
-def _token_id(tokenizer, token: str) -> int | None:
-    """The id of `token` when the tokenizer knows it as a single token, else None."""
-    token_id = tokenizer.convert_tokens_to_ids(token)
-    if token_id is None or token_id == tokenizer.unk_token_id:
-        return None
-    return int(token_id)
-
-
 def llada_mask_id(config, tokenizer, vocab_size: int) -> int:
     """config.mask_token_id, else the tokenizer's `<|mdm_mask|>`, else its mask token, else 126336."""
-    candidates = (
-        getattr(config, "mask_token_id", None),
-        _token_id(tokenizer, MASK_TOKEN),
-        tokenizer.mask_token_id,
-        DEFAULT_MASK_ID,
-    )
-    mask_id = next(int(c) for c in candidates if c is not None)
-    if not 0 <= mask_id < vocab_size:
-        raise ConfigError(
-            f"LLaDA mask id {mask_id} is outside the vocabulary (size {vocab_size}): set mask_token_id in config.json"
-        )
-    return mask_id
+    return remote_code_mask_id("LLaDA", config, tokenizer, MASK_TOKEN, DEFAULT_MASK_ID, vocab_size)
 
 
 def llada_suppressed_ids(tokenizer) -> list[int]:
     """EOS and EoT ids, read from the tokenizer (those it does not know are left out)."""
-    ids = [_token_id(tokenizer, token) for token in SUPPRESSED_TOKENS]
+    ids = [single_token_id(tokenizer, token) for token in SUPPRESSED_TOKENS]
     if tokenizer.eos_token_id is not None:
         ids.append(int(tokenizer.eos_token_id))
     return sorted({i for i in ids if i is not None})

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from boe_eval.errors import ConfigError
 from boe_eval.models.denoiser import Denoiser
-from boe_eval.models.loading import LOADERS, load_remote_code_model, load_tokenizer
+from boe_eval.models.loading import LOADERS, load_remote_code_model, load_tokenizer, remote_code_mask_id
 
 #: `mask_id` and `eos_id` defaults of LLaDA2's `generate`
 DEFAULT_MASK_ID = 156895
@@ -92,23 +92,9 @@ class LLaDA2Denoiser(Denoiser):
         return {**super().describe(), "attention_block_length": self.block_length}
 
 
-def _token_id(tokenizer, token: str) -> int | None:
-    token_id = tokenizer.convert_tokens_to_ids(token)
-    if token_id is None or token_id == tokenizer.unk_token_id:
-        return None
-    return int(token_id)
-
-
 def llada2_mask_id(config, tokenizer, vocab_size: int) -> int:
     """config.mask_token_id, else the tokenizer's `<|mask|>`, else its mask token, else 156895."""
-    candidates = (getattr(config, "mask_token_id", None), _token_id(tokenizer, MASK_TOKEN), tokenizer.mask_token_id,
-                  DEFAULT_MASK_ID)
-    mask_id = next(int(c) for c in candidates if c is not None)
-    if not 0 <= mask_id < vocab_size:
-        raise ConfigError(
-            f"LLaDA2 mask id {mask_id} is outside the vocabulary (size {vocab_size}): set mask_token_id in config.json"
-        )
-    return mask_id
+    return remote_code_mask_id("LLaDA2", config, tokenizer, MASK_TOKEN, DEFAULT_MASK_ID, vocab_size)
 
 
 def load_llada2(path: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu") -> LLaDA2Denoiser:

@@ -24,9 +24,14 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from boe_eval.errors import ConfigError
 from boe_eval.models.denoiser import Denoiser
-from boe_eval.models.loading import ARCHITECTURE_LOADERS, LOADERS, load_remote_code_model, load_tokenizer
+from boe_eval.models.loading import (
+    ARCHITECTURE_LOADERS,
+    LOADERS,
+    load_remote_code_model,
+    load_tokenizer,
+    remote_code_mask_id,
+)
 
 #: `mask_id` of the model card's `generate` (absent from config.json)
 DEFAULT_MASK_ID = 156895
@@ -112,24 +117,9 @@ class LLaDAMoEDenoiser(Denoiser):
         return out.logits
 
 
-def _token_id(tokenizer, token: str) -> int | None:
-    token_id = tokenizer.convert_tokens_to_ids(token)
-    if token_id is None or token_id == tokenizer.unk_token_id:
-        return None
-    return int(token_id)
-
-
 def llada_moe_mask_id(config, tokenizer, vocab_size: int) -> int:
     """config.mask_token_id, else the tokenizer's `<|mask|>`, else its mask token, else 156895."""
-    candidates = (getattr(config, "mask_token_id", None), _token_id(tokenizer, MASK_TOKEN), tokenizer.mask_token_id,
-                  DEFAULT_MASK_ID)
-    mask_id = next(int(c) for c in candidates if c is not None)
-    if not 0 <= mask_id < vocab_size:
-        raise ConfigError(
-            f"LLaDA-MoE mask id {mask_id} is outside the vocabulary (size {vocab_size}): set mask_token_id in "
-            "config.json"
-        )
-    return mask_id
+    return remote_code_mask_id("LLaDA-MoE", config, tokenizer, MASK_TOKEN, DEFAULT_MASK_ID, vocab_size)
 
 
 def load_llada_moe(path: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu") -> LLaDAMoEDenoiser:

@@ -182,6 +182,27 @@ def load_remote_code_model(
     return model.to(device).eval()
 
 
+def single_token_id(tokenizer, token: str) -> int | None:
+    """The id of `token` when the tokenizer knows it as a single token, else None."""
+    token_id = tokenizer.convert_tokens_to_ids(token)
+    if token_id is None or token_id == tokenizer.unk_token_id:
+        return None
+    return int(token_id)
+
+
+def remote_code_mask_id(family: str, config, tokenizer, mask_token: str, default: int, vocab_size: int) -> int:
+    """The mask id of a remote-code MDM (LLaDA, LLaDA2, LLaDA-MoE): config.mask_token_id, else the tokenizer's
+    `mask_token`, else its mask token, else the model card's `default`; one line when it is outside the vocabulary."""
+    candidates = (getattr(config, "mask_token_id", None), single_token_id(tokenizer, mask_token),
+                  tokenizer.mask_token_id, default)
+    mask_id = next(int(c) for c in candidates if c is not None)
+    if not 0 <= mask_id < vocab_size:
+        raise ConfigError(
+            f"{family} mask id {mask_id} is outside the vocabulary (size {vocab_size}): set mask_token_id in config.json"
+        )
+    return mask_id
+
+
 def load_tokenizer(path: str | Path):
     """The tokenizer saved in the model directory (its own code allowed: Dream ships one)."""
     from transformers import AutoTokenizer
