@@ -42,7 +42,7 @@ def test_committed_test_set_is_the_generated_one_and_held_out(name):
     task = get_tiny_task(name)
     docs = committed(name)
     assert len(docs) == task.test_size >= 500
-    assert docs == task.test_set()  # regenerated from its seed, byte for byte
+    assert docs == task.test_set() == task.make_split(task.test_seed, task.test_size)  # regenerated, byte for byte
     prompts = {task.prompt(d) for d in docs}
     assert len(prompts) == len(docs)
     validation = task.validation_set(docs)
@@ -52,6 +52,9 @@ def test_committed_test_set_is_the_generated_one_and_held_out(name):
     drawn = [p for p, _ in itertools.islice(stream, 3000)]
     assert not prompts & set(drawn)
     assert drawn[:50] != [task.prompt(d) for d in docs[:50]]
+    again = [p for p, _ in itertools.islice(task.training_stream(task.train_seed, exclude=prompts), 3000)]
+    other = [p for p, _ in itertools.islice(task.training_stream(task.train_seed + 1, exclude=prompts), 3000)]
+    assert again == drawn and other != drawn  # deterministic per seed
 
 
 def test_excluded_prompts_are_skipped_by_the_training_stream():
