@@ -185,3 +185,20 @@ def test_a_budgeted_run_placed_at_its_measured_compute_is_matched_by_its_budget(
     row, at = pick_at_budget(points, 8, "nfe")
     assert at == 6.5 and row["score"] == 0.75
     assert pick_at_budget(points, 6, "nfe") == (None, None)
+
+
+@pytest.mark.parametrize("nfe", [(8, 8), (8, 16)])  # equal compute (bars) and different compute (points)
+def test_a_score_of_zero_is_plotted_although_its_wilson_bound_rounds_above_it(nfe, tmp_path):
+    """Wilson's lower bound for 0 successes comes out as ~3.5e-18, not 0 (store.wilson_interval), so score - low is
+    a tiny negative number, which matplotlib refuses as an error bar; the plot must still be drawn."""
+    from boe_eval.analysis.plots import plot_score_vs_compute
+    from boe_eval.store import wilson_interval
+
+    low, high = wilson_interval(0, 100)
+    assert low > 0.0  # the rounding this test is about
+    rows = [{"sampler": "confidence", "variant": "confidence", "score": 0.0, "score_ci_low": low, "score_ci_high": high,
+             "nfe": nfe[0], "n_examples": 100, "model": "m", "task": "t"},
+            {"sampler": "random", "variant": "random", "score": 1.0, "score_ci_low": wilson_interval(100, 100)[0],
+             "score_ci_high": 1.0, "nfe": nfe[1], "n_examples": 100, "model": "m", "task": "t"}]
+    path = plot_score_vs_compute(rows, tmp_path / "plot.png")
+    assert path.exists() and path.stat().st_size > 0

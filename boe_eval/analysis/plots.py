@@ -42,7 +42,8 @@ def plot_score_vs_compute(summaries: Sequence[dict], path: str | Path, compute: 
         ys = [100 * r["score"] for r in summaries]
         errs = [[y - 100 * (r.get("score_ci_low") if r.get("score_ci_low") is not None else r["score"]) for y, r in zip(ys, summaries)],
                 [100 * (r.get("score_ci_high") if r.get("score_ci_high") is not None else r["score"]) - y for y, r in zip(ys, summaries)]]
-        errs = [[0.0 if e != e else e for e in side] for side in errs]  # no interval (NaN): no bar
+        # no interval (NaN): no bar; a score at an end of [0, 1] can sit a rounding error outside its Wilson bound
+        errs = [[0.0 if e != e else max(e, 0.0) for e in side] for side in errs]
         ax.bar(names, ys, yerr=errs, capsize=4, color=[f"C{i}" for i in range(len(names))], alpha=0.85)
         for i, y in enumerate(ys):  # the value above its interval, not on the error bar
             ax.annotate(f"{y:.1f}", (i, y + errs[1][i]), textcoords="offset points", xytext=(0, 3), ha="center",
@@ -54,7 +55,7 @@ def plot_score_vs_compute(summaries: Sequence[dict], path: str | Path, compute: 
         lo, hi = row.get("score_ci_low"), row.get("score_ci_high")
         yerr = None
         if lo is not None and hi is not None and lo == lo and hi == hi:
-            yerr = [[y - 100 * lo], [100 * hi - y]]
+            yerr = [[max(y - 100 * lo, 0.0)], [max(100 * hi - y, 0.0)]]  # rounding at a score of 0 or 1
         ax.errorbar([x], [y], yerr=yerr, fmt="o", capsize=3, label=_name(row))
         ax.annotate(_name(row), (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
     ax.grid(alpha=0.3)
