@@ -503,3 +503,29 @@ def test_missing_llada_weights_name_the_variable_and_model_path():
     with pytest.raises(ConfigError) as err:
         load_denoiser("/no/such/dir")
     assert "$" not in str(err.value) and "model.path=<dir>" in str(err.value)
+
+
+def test_a_relative_position_bert_loads_with_its_distance_embeddings_or_is_refused():
+    """builtin:tiny_pivot_dense is a BERT with relative_key positions: transformers 4.x builds its distance embeddings
+    (and the model decodes); 5.x does not, and the loader refuses it in one line instead of running it without them.
+    The check itself: a config asking for relative positions on a model built without them is refused on any
+    version."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    from boe_eval.models.loading import check_relative_positions_built
+
+    if transformers_major() < 5:
+        denoiser = load_denoiser("builtin:tiny_pivot_dense")
+        assert any(hasattr(m, "distance_embedding") for m in denoiser.model.modules())
+    else:
+        with pytest.raises(ConfigError) as err:
+            load_denoiser("builtin:tiny_pivot_dense")
+        text = str(err.value)
+        assert "\n" not in text and "'relative_key'" in text and "transformers 4.x" in text
+    config = BertConfig(vocab_size=20, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=16, max_position_embeddings=32)
+    model = BertForMaskedLM(config)
+    check_relative_positions_built(model, "absolute")  # absolute positions: nothing to check
+    model.config.position_embedding_type = "relative_key"  # asked for, but built without them
+    with pytest.raises(ConfigError, match="'relative_key' position encodings"):
+        check_relative_positions_built(model, "stand-in")

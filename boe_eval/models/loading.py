@@ -129,11 +129,29 @@ def load_masked_lm(path: str | Path, dtype: torch.dtype = torch.float32, device:
     if tokenizer.mask_token_id is None:
         raise ConfigError(f"model at {str(path)!r} has a tokenizer without a mask token: not a masked LM")
     model = AutoModelForMaskedLM.from_pretrained(str(path), dtype=dtype).to(device)
+    check_relative_positions_built(model, path)
     forbidden = [i for i in (tokenizer.pad_token_id, tokenizer.cls_token_id, tokenizer.unk_token_id) if i is not None]
     # an MDLM-style MDM that, like mdlm-owt (time_conditioning: false), ignores the diffusion time it is given
     mdlm_style = bool(getattr(model.config, "boe_mdlm_style", False))
     return Denoiser(model, tokenizer, mask_id=tokenizer.mask_token_id, forbidden_ids=forbidden, name=str(path),
                     time_conditioned=mdlm_style)
+
+
+def check_relative_positions_built(model, path: str | Path) -> None:
+    """A BERT-style config asking for relative position encodings (`position_embedding_type` relative_key or
+    relative_key_query, Shaw et al. 2018, e.g. builtin:tiny_pivot_dense) must get the attention layers' distance
+    embeddings: transformers 5 dropped them from BERT and loads such a checkpoint without any position signal in
+    attention (its weights left unused), which decodes garbage silently. Refused in one line instead."""
+    kind = getattr(model.config, "position_embedding_type", "absolute")
+    if kind in ("absolute", None) or any(hasattr(module, "distance_embedding") for module in model.modules()):
+        return
+    import transformers
+
+    raise ConfigError(
+        f"model at {str(path)!r} uses BERT's {kind!r} position encodings, which transformers "
+        f"{transformers.__version__} does not build (it would run without them and decode garbage): run this model "
+        "with transformers 4.x (pip install 'transformers>=4.56,<5')"
+    )
 
 
 def load_remote_code_model(
