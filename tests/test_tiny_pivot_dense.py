@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from boe_eval.models.compat import transformers_major
 from boe_eval.tiny import pivot_dense
 from boe_eval.tiny.registry import get_tiny_task
 from boe_eval.tiny.training import STATE_FILE
@@ -103,6 +104,8 @@ def test_training_script_resumes_bit_exactly(tmp_path):
         [(h["step"], h["loss"], h["val_loss"]) for h in b["history"]]
 
 
+@pytest.mark.skipif(transformers_major() >= 5, reason="transformers 5 does not build BERT's relative positions: the "
+                    "loader refuses such a model (tests/test_models.py)")
 def test_a_bert_with_relative_positions_is_not_offered_position_ids(tmp_path):
     """The model's relative position encoding ignores `position_ids`, so the samplers that place columns at
     other positions (WINO's shadow block, the KV cache's part forwards) are refused on it; absolute: offered."""

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from boe_eval.errors import ConfigError
+from boe_eval.models.compat import transformers_major
 from boe_eval.tiny import addition, word_problems
 from boe_eval.tiny.registry import TINY_TASKS, get_tiny_task
 from boe_eval.tiny.tokenizer import build_char_tokenizer
@@ -190,7 +191,11 @@ def test_lm_eval_task_scores_gold_targets_one(name):
     assert list(task_obj.config.generation_kwargs["until"]) == list(module.until)
 
 
-@pytest.mark.parametrize("name", NEW_TASKS)
+@pytest.mark.parametrize("name", [
+    pytest.param(name, marks=pytest.mark.skipif(
+        name == "tiny_pivot_dense" and transformers_major() >= 5,
+        reason="transformers 5 does not build BERT's relative positions (the loader refuses the model)"))
+    for name in NEW_TASKS])
 def test_training_script_trains_a_few_steps_and_the_checkpoint_decodes(tmp_path, name):
     """`scripts/train_tiny.py <task> --steps 5` writes a loadable checkpoint and its training record;
     the checkpoint then runs through the decoding loop on the task's held-out items."""
