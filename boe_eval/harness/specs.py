@@ -114,6 +114,7 @@ def _check_efficient_aqa_fits(sampler: Sampler, model_path: str) -> None:
     """BoE's efficient ActiveQueryAttention (boe_eval/models/aqa.py) replaces the SDPA kernel call; a BERT with
     relative position encodings computes attention itself, so that mode cannot run there (the faithful mode,
     eq. 30 as written, gives the same gradients)."""
+    from boe_eval.models.denoiser import relative_position_encoding
     from boe_eval.models.loading import read_config
 
     settings = getattr(sampler, "config", None)
@@ -121,8 +122,8 @@ def _check_efficient_aqa_fits(sampler: Sampler, model_path: str) -> None:
         return
     if getattr(settings, "signal", None) == "random":  # the random control makes no backward
         return
-    positions = read_config(model_path).get("position_embedding_type", "absolute")
-    if positions not in ("absolute", None):
+    positions = relative_position_encoding(read_config(model_path))
+    if positions is not None:
         raise ConfigError(
             f"sampler={sampler.name} with aqa_mode=efficient needs attention through torch's SDPA kernel and "
             f"model.path={model_path} is a BERT with {positions!r} position encodings, which computes attention "
@@ -134,13 +135,13 @@ def check_sampler_fits_model(sampler: Sampler, model_path: str) -> None:
     """Before loading: a sampler that needs a time-conditioned denoiser (the ReMDM sigma-schedules
     remdm_cap, remdm_rescale, remdm_loop) on a model that is not one (LLaDA, Dream, masked LMs) is refused
     in one line, instead of failing at its first step after the model has loaded."""
-    from boe_eval.models.denoiser import FOUR_D_MASK_MODEL_TYPES
+    from boe_eval.models.denoiser import FOUR_D_MASK_MODEL_TYPES, relative_position_encoding
     from boe_eval.models.loading import read_config
 
     if getattr(sampler, "needs_4d_mask", False):
         config = read_config(model_path)
         model_type = str(config.get("model_type", "")).lower()
-        if config.get("position_embedding_type", "absolute") not in ("absolute", None):  # ignores position ids
+        if relative_position_encoding(config) is not None:  # ignores position ids
             model_type = f"{model_type} (relative positions)"
         if model_type not in FOUR_D_MASK_MODEL_TYPES:
             raise ConfigError(

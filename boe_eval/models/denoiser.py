@@ -21,6 +21,15 @@ from torch import Tensor, nn
 FOUR_D_MASK_MODEL_TYPES = frozenset({"bert", "llada", "dream"})
 
 
+def relative_position_encoding(config) -> str | None:
+    """The relative position encoding a BERT-style config asks for (`position_embedding_type` relative_key or
+    relative_key_query, Shaw et al. 2018), or None for absolute positions. `config` is a config object or the
+    config.json dict. Such a model ignores `position_ids` and computes attention itself (no SDPA kernel)."""
+    kind = config.get("position_embedding_type") if isinstance(config, dict) else getattr(
+        config, "position_embedding_type", None)
+    return None if kind in ("absolute", None) else str(kind)
+
+
 def _per_query_mask(allowed: Tensor, dtype: torch.dtype) -> Tensor:
     """A boolean [B, 1, Q, K] mask as BERT's forward takes it: transformers 4.x expands a [B, Q, K] 0/1 mask itself
     (`get_extended_attention_mask`); 5.x treats a 3-D mask as padding and takes a prepared 4-D mask as it is, so it
@@ -287,8 +296,8 @@ class Denoiser:
         `position_embedding_type` != "absolute", ignores position ids; LLaDA and Dream have their own)."""
         config = getattr(self.model, "config", None)
         model_type = str(getattr(config, "model_type", "")).lower()
-        absolute = getattr(config, "position_embedding_type", "absolute") in ("absolute", None)
-        return type(self)._forward is Denoiser._forward and model_type == "bert" and absolute
+        return (type(self)._forward is Denoiser._forward and model_type == "bert"
+                and relative_position_encoding(config) is None)
 
     def masked_logits(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor) -> Tensor:
         """Logits [B, Q, V] under a boolean attention mask [B, 1, Q, K] (query i attends to key j where True; Q = K =

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from boe_eval.errors import ConfigError
-from boe_eval.models.denoiser import Denoiser
+from boe_eval.models.denoiser import Denoiser, relative_position_encoding
 
 #: model_type (lower case) -> loader(path, dtype, device) -> Denoiser
 LOADERS: dict[str, Callable[..., Denoiser]] = {}
@@ -142,8 +142,8 @@ def check_relative_positions_built(model, path: str | Path) -> None:
     relative_key_query, Shaw et al. 2018, e.g. builtin:tiny_pivot_dense) must get the attention layers' distance
     embeddings: transformers 5 dropped them from BERT and loads such a checkpoint without any position signal in
     attention (its weights left unused), which decodes garbage silently. Refused in one line instead."""
-    kind = getattr(model.config, "position_embedding_type", "absolute")
-    if kind in ("absolute", None) or any(hasattr(module, "distance_embedding") for module in model.modules()):
+    kind = relative_position_encoding(model.config)
+    if kind is None or any(hasattr(module, "distance_embedding") for module in model.modules()):
         return
     import transformers
 
