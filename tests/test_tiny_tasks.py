@@ -20,7 +20,7 @@ from boe_eval.tiny.tokenizer import build_char_tokenizer
 from boe_eval.tiny.training import encode_pairs, mdm_loss
 
 REPO = Path(__file__).resolve().parents[1]
-NEW_TASKS = ("tiny_addition", "tiny_word_problems", "tiny_pivot", "tiny_chain", "tiny_pivot_dense")
+NEW_TASKS = ("tiny_addition", "tiny_word_problems", "tiny_pivot", "tiny_chain", "tiny_pivot_dense", "tiny_shell")
 
 
 def committed(name: str) -> list[dict]:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from boe_eval.errors import ConfigError
-from boe_eval.tiny import addition, chain, pivot, pivot_dense, sudoku, word_problems
+from boe_eval.tiny import addition, chain, pivot, pivot_dense, shell, sudoku, word_problems
 from boe_eval.tiny.task import TinyTask
 
-TINY_TASKS: dict[str, TinyTask] = {task.name: task for task in (sudoku.TASK, addition.TASK, word_problems.TASK, pivot.TASK, chain.TASK, pivot_dense.TASK)}
+TINY_TASKS: dict[str, TinyTask] = {task.name: task for task in (sudoku.TASK, addition.TASK, word_problems.TASK, pivot.TASK, chain.TASK, pivot_dense.TASK, shell.TASK)}
 
 
 def get_tiny_task(name: str) -> TinyTask:
