@@ -57,19 +57,24 @@ def answer(doc: dict) -> str:
     return "".join(d + t for d, t in zip(doc["digits"], doc["sums"]))
 
 
-def score(response: str, doc: dict) -> dict[str, float]:
-    """`exact_match`: the response is the answer exactly. `sum_accuracy`: share of the `LENGTH` sums
-    (odd-numbered slots) written correctly. `prefix`: share of the sums correct before the first wrong one."""
+def score_interleaved(response: str, answer_text: str, states: str, accuracy_name: str) -> dict[str, float]:
+    """Metrics of an answer that interleaves given tokens with the states they lead to (this chain, the shell game
+    of `boe_eval.tiny.shell`). `exact_match`: the response is the answer exactly. `<accuracy_name>`: share of the
+    states (odd-numbered slots) written correctly. `prefix`: share of the states correct before the first wrong one."""
     text = response.strip()
-    target = doc["sums"]
     written = text[1::2]
-    correct = [i < len(written) and written[i] == t for i, t in enumerate(target)]
-    first_error = correct.index(False) if False in correct else len(target)
+    correct = [i < len(written) and written[i] == t for i, t in enumerate(states)]
+    first_error = correct.index(False) if False in correct else len(states)
     return {
-        "exact_match": float(text == answer(doc)),
-        "sum_accuracy": sum(correct) / len(target),
-        "prefix": first_error / len(target),
+        "exact_match": float(text == answer_text),
+        accuracy_name: sum(correct) / len(states),
+        "prefix": first_error / len(states),
     }
+
+
+def score(response: str, doc: dict) -> dict[str, float]:
+    """`exact_match`, `sum_accuracy` (share of the `LENGTH` sums right), `prefix` (`score_interleaved`)."""
+    return score_interleaved(response, answer(doc), doc["sums"], "sum_accuracy")
 
 
 TASK = TinyTask(

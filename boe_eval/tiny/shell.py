@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import random
 
+from boe_eval.tiny.chain import score_interleaved
 from boe_eval.tiny.task import TinyTask
 
 LENGTH = 31
@@ -86,18 +87,9 @@ def answer(doc: dict) -> str:
 
 
 def score(response: str, doc: dict) -> dict[str, float]:
-    """`exact_match`: the response is the answer exactly. `cup_accuracy`: share of the `LENGTH` cups
-    (odd-numbered slots) written correctly. `prefix`: share of the cups correct before the first wrong one."""
-    text = response.strip()
-    target = doc["cups"]
-    written = text[1::2]
-    correct = [i < len(written) and written[i] == c for i, c in enumerate(target)]
-    first_error = correct.index(False) if False in correct else len(target)
-    return {
-        "exact_match": float(text == answer(doc)),
-        "cup_accuracy": sum(correct) / len(target),
-        "prefix": first_error / len(target),
-    }
+    """`exact_match`, `cup_accuracy` (share of the `LENGTH` cups right), `prefix` (share of the cups right before
+    the first wrong one): `chain.score_interleaved`."""
+    return score_interleaved(response, answer(doc), doc["cups"], "cup_accuracy")
 
 
 TASK = TinyTask(
