@@ -164,3 +164,26 @@ def test_efficient_active_query_attention_is_refused_before_loading_and_faithful
     with pytest.raises(ConfigError, match="aqa_mode=faithful"):
         check_sampler_fits_model(build_sampler("boe", signal="negated"), "builtin:tiny_pivot_dense")
     check_sampler_fits_model(build_sampler("boe"), "builtin:tiny_chain")
+
+
+def test_the_nfe_sweep_is_compute_matched_at_the_tasks_temperature_and_every_cell_passes_the_pre_flight():
+    """configs/sweep/tiny_pivot_dense_nfe.yaml: every budgeted cell plans its budget within one step's cost, runs
+    at the task's temperature, and BoE's cells use the faithful AQA this model needs (the pre-flight refuses the
+    efficient one), so the committed sweep can be rerun as it stands."""
+    from hydra import compose, initialize_config_dir
+
+    from boe_eval.harness.cli import CONFIG_DIR
+    from boe_eval.harness.specs import check_sampler_fits_model
+    from boe_eval.harness.sweep import plan_sweep
+    from boe_eval.samplers import build_sampler
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["sweep=tiny_pivot_dense_nfe", "output_dir=/tmp/unused"])
+    cells = plan_sweep(cfg)
+    assert {c.budget for c in cells if c.budget is not None} == {8, 12, 16, 24}
+    for c in cells:
+        assert c.spec.temperature == 1.0 and c.spec.gen_length == 48
+        if c.budget is not None:
+            assert abs(c.assignment.planned_cost - c.budget) <= c.assignment.step_cost
+        check_sampler_fits_model(build_sampler(c.entry.name, **c.spec.sampler_params), "builtin:tiny_pivot_dense")
+    assert {c.spec.steps for c in cells if c.entry.name == "boe"} == {4, 6, 8, 12}
