@@ -22,7 +22,7 @@ batch 64, absolute positions; validation loss on 512 held-out items; rows not ke
 * ten moves (five 3-cycles, five double swaps, A5): the loss stayed at guessing level (1.95 at step 100,
   1.87 at 2500, 1.835 at 2776; the moves were not even copied yet): stopped.
 * the ten transpositions of five cups (S5, "swap cups i and j"): copied the moves from step ~900 (0.70 at
-  1100) and then stalled (0.58 at 2100-3000); at step 3000 confidence and random order both 0% exact (cup
+  1100) and then stalled (0.58 at 2100-2600, 0.54 at 3000); at step 3000 confidence and random order both 0% exact (cup
   accuracy 29.5 vs 28.2%, 100 items, 64 steps): the 50-entry move-by-cup table was not learned.
 * the shipped format (three moves) with relative positions (`relative_key`, lr 1e-3, as `tiny_pivot_dense`):
   0.82 at step 2000, where the absolute-position run was at 0.26: stopped for the absolute one.
