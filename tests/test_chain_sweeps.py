@@ -1,6 +1,7 @@
 """The committed sweeps on the built-in chain models (configs/sweep/tiny_chain_nfe.yaml, tiny_chain_controls.yaml, and
-the shell game's tiny_shell_nfe.yaml, tiny_shell_controls.yaml, which share the 64-slot layout): the NFE sweep is compute-matched, and the controls sweep runs every look-ahead sampler next to its controls at
-the steps BoE takes in the NFE sweep, with the same prefilter, so that paired tests compare signals only."""
+the shell game's tiny_shell_nfe.yaml, tiny_shell_controls.yaml, which share the 64-slot layout): the NFE sweep is
+compute-matched, and the controls sweep runs every look-ahead sampler next to its controls at the steps BoE takes
+in the NFE sweep, with the same prefilter, so that paired tests compare signals only."""
 
 from __future__ import annotations
 
